@@ -1,0 +1,118 @@
+// xgrad/ops.h — the differentiable ops. Each primitive has one derivative, written as a closure in
+// framework/src/ops_*.cpp; the composites at the end are built from primitives and need no backward of their
+// own. docs/ops.md lists every op with its derivative.
+//
+// Broadcasting follows numpy: shapes are aligned on the right; an axis of size 1 (or a missing axis) stretches.
+// The backward of a broadcast op sums the gradient back to each input's shape (sum_to).
+// Binary ops need equal dtypes (error otherwise); a double scalar takes the tensor's dtype.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "xgrad/tensor.h"
+
+namespace xg {
+
+// ---- elementwise, binary (broadcasting) --------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);  // d/da = 1, d/db = 1
+Tensor sub(const Tensor& a, const Tensor& b);  // d/da = 1, d/db = -1
+Tensor mul(const Tensor& a, const Tensor& b);  // d/da = b, d/db = a
+Tensor div(const Tensor& a, const Tensor& b);  // d/da = 1/b, d/db = -a/b²
+/// Elementwise max/min; where a == b the gradient goes half to each (like PyTorch's maximum).
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+/// a^b elementwise for tensor exponents (a > 0 where the exponent's gradient is needed).
+Tensor pow(const Tensor& a, const Tensor& b);
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, double b);
+Tensor operator-(const Tensor& a, double b);
+Tensor operator*(const Tensor& a, double b);
+Tensor operator/(const Tensor& a, double b);
+Tensor operator+(double a, const Tensor& b);
+Tensor operator-(double a, const Tensor& b);
+Tensor operator*(double a, const Tensor& b);
+Tensor operator/(double a, const Tensor& b);
+
+// ---- elementwise, unary --------------------------------------------------------------------------------
+Tensor neg(const Tensor& x);                       // -1
+Tensor pow(const Tensor& x, double exponent);      // p·x^(p-1)
+Tensor exp(const Tensor& x);                       // exp(x)
+Tensor log(const Tensor& x);                       // 1/x
+Tensor sqrt(const Tensor& x);                      // 1/(2·sqrt(x))
+Tensor rsqrt(const Tensor& x);                     // -1/2·x^(-3/2)
+Tensor abs(const Tensor& x);                       // sign(x) (0 at 0)
+/// Clamps to [min, max] (either may be absent); gradient 1 inside, 0 where clamped.
+Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max);
+
+// ---- comparisons and where (masks: 1/0 in the inputs' dtype; not differentiable) --------------------
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, double b);
+Tensor lt(const Tensor& a, double b);
+/// cond ? a : b elementwise (cond nonzero = true), broadcasting all three; differentiable in a and b.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+/// True if any element is NaN or ±Inf.
+bool has_nonfinite(const Tensor& t);
+
+// ---- reductions (axes may be negative; empty axes list = all axes) -------------------------------------
+Tensor sum(const Tensor& x, const Dims& axes = {}, bool keepdim = false);   // gradient broadcast back
+Tensor mean(const Tensor& x, const Dims& axes = {}, bool keepdim = false);  // sum / count
+/// Max/min over axes; the gradient goes to the arg-max (split evenly among ties).
+Tensor amax(const Tensor& x, const Dims& axes = {}, bool keepdim = false);
+Tensor amin(const Tensor& x, const Dims& axes = {}, bool keepdim = false);
+/// Variance over axes, two-pass (mean first): sum((x-mean)²)/(n-1 if unbiased else n).
+Tensor var(const Tensor& x, const Dims& axes = {}, bool unbiased = true, bool keepdim = false);
+Tensor std(const Tensor& x, const Dims& axes = {}, bool unbiased = true, bool keepdim = false);
+/// Sums `x` down to `shape` (the backward of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- shape ops -------------------------------------------------------------------------------------------
+Tensor reshape(const Tensor& x, const std::vector<std::ptrdiff_t>& shape);
+Tensor flatten(const Tensor& x, int start_axis = 0, int end_axis = -1);
+Tensor transpose(const Tensor& x, int a, int b);
+Tensor permute(const Tensor& x, const Dims& order);
+Tensor squeeze(const Tensor& x);
+Tensor squeeze(const Tensor& x, int axis);
+Tensor unsqueeze(const Tensor& x, int axis);
+/// Broadcasts to `shape` (numpy rules); backward sums back.
+Tensor expand(const Tensor& x, const Shape& shape);
+/// Elements start, start+step, ... < end along one axis (negative start/end count from the end; clamped).
+Tensor slice(const Tensor& x, int axis, std::ptrdiff_t start, std::ptrdiff_t end, std::ptrdiff_t step = 1);
+/// `length` elements from `start` along `axis` (error if out of range).
+Tensor narrow(const Tensor& x, int axis, std::size_t start, std::size_t length);
+/// Picks entries along `axis` (indices may repeat; their gradients add up).
+Tensor index_select(const Tensor& x, int axis, const std::vector<std::size_t>& index);
+/// Joins along an existing axis / a new axis.
+Tensor cat(const std::vector<Tensor>& xs, int axis = 0);
+Tensor stack(const std::vector<Tensor>& xs, int axis = 0);
+
+// ---- linear algebra ----------------------------------------------------------------------------------
+/// Matrix product through BLAS: [n,k]·[k,m]; 1-d operands as in numpy; batched [...,n,k]·[...,k,m] with
+/// broadcasting of the batch axes. d/dA = G·Bᵀ, d/dB = Aᵀ·G.
+Tensor matmul(const Tensor& a, const Tensor& b);
+/// y = x·Wᵀ + b with PyTorch's layout: x [..., in], W [out, in], b [out] (may be undefined) -> y [..., out].
+/// One GEMM forward, two backward (dx = G·W, dW = Gᵀ·x, db = Σ G); no transposed copies.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// ---- composites (built from the primitives above) ---------------------------------------------------
+Tensor sigmoid(const Tensor& x);               // 1/(1+exp(-x)), computed stably
+Tensor tanh(const Tensor& x);                  // 2·sigmoid(2x) - 1
+Tensor relu(const Tensor& x);                  // maximum(x, 0) with gradient 0 at 0 (PyTorch's convention)
+Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
+Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))
+Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim = false);
+
+// ---- broadcasting helpers -----------------------------------------------------------------------------
+/// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
+Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);
+
+}  // namespace xg

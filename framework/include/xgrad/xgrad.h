@@ -1,0 +1,19 @@
+// xgrad/xgrad.h — the one header users include: tensors, autograd, ops, layers, optimizers.
+#pragma once
+
+#include "xgrad/autograd.h"
+#include "xgrad/common.h"
+#include "xgrad/gradcheck.h"
+#include "xgrad/ops.h"
+#include "xgrad/random.h"
+#include "xgrad/serialize.h"
+#include "xgrad/tensor.h"
+#if __has_include("xgrad/parallel.h")
+#include "xgrad/parallel.h"
+#endif
+#if __has_include("xgrad/nn.h")
+#include "xgrad/nn.h"
+#endif
+#if __has_include("xgrad/optim.h")
+#include "xgrad/optim.h"
+#endif

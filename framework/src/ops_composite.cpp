@@ -1,0 +1,68 @@
+// Activations and softmax-family ops. relu, softmax, log_softmax and logsumexp are composed from primitives
+// and need no backward of their own. sigmoid and tanh are primitives with a closed-form derivative: a
+// composition of exp/div overflows to inf/inf = NaN in the gradient for large |x|, and the fused form is one
+// pass instead of five (docs/ops.md shows the composed form; tests check both agree).
+#include <xtensor/xmath.hpp>
+
+#include "detail.h"
+
+namespace xg {
+using detail::Grads;
+using detail::Needs;
+
+Tensor sigmoid(const Tensor& x) {
+  Tensor out = dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    // Stable for any x: 1/(1+e^-x) never overflows to NaN (e^-x = inf gives exactly 0).
+    return detail::wrap<T>(T(1) / (T(1) + xt::exp(-x.data<T>())));
+  });
+  return record_op("sigmoid", out, {x}, [s = out.detach()](const Tensor& g, const Needs&) {
+    return Grads{mul(g, mul(s, sub(detail::scalar_like(1, s), s)))};  // σ' = σ(1-σ)
+  });
+}
+
+Tensor tanh(const Tensor& x) {
+  Tensor out = dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    return detail::wrap<T>(xt::tanh(x.data<T>()));
+  });
+  return record_op("tanh", out, {x}, [y = out.detach()](const Tensor& g, const Needs&) {
+    return Grads{mul(g, sub(detail::scalar_like(1, y), mul(y, y)))};  // tanh' = 1 - tanh²
+  });
+}
+
+Tensor relu(const Tensor& x) {
+  // x · [x > 0]: the mask is a constant, so the gradient is the mask (0 at x = 0, as in PyTorch).
+  return mul(x, gt(x, 0.0).detach());
+}
+
+Tensor softmax(const Tensor& x, int axis) {
+  // Shifting by the (detached) max changes nothing mathematically and keeps exp() from overflowing.
+  Tensor z = sub(x, amax(x, {axis}, true).detach());
+  Tensor e = exp(z);
+  return div(e, sum(e, {axis}, true));
+}
+
+Tensor log_softmax(const Tensor& x, int axis) {
+  Tensor z = sub(x, amax(x, {axis}, true).detach());
+  return sub(z, log(sum(exp(z), {axis}, true)));
+}
+
+Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim) {
+  Tensor m = amax(x, axes, true).detach();
+  // An all -inf (or inf) slice would give inf - inf = NaN: shift those slices by 0 instead (as PyTorch does).
+  if (has_nonfinite(m)) m = where(eq(sub(m, m), zeros_like(m)), m, zeros_like(m)).detach();
+  Tensor r = add(log(sum(exp(sub(x, m)), axes, true)), m);
+  if (keepdim) return r;
+  const Shape rs = detail::reduced_shape(x.shape(), detail::normalize_axes(axes, x.shape(), "logsumexp"));
+  return reshape(r, std::vector<std::ptrdiff_t>(rs.begin(), rs.end()));
+}
+
+Tensor Tensor::sigmoid() const { return xg::sigmoid(*this); }
+Tensor Tensor::tanh() const { return xg::tanh(*this); }
+Tensor Tensor::relu() const { return xg::relu(*this); }
+Tensor Tensor::softmax(int axis) const { return xg::softmax(*this, axis); }
+Tensor Tensor::log_softmax(int axis) const { return xg::log_softmax(*this, axis); }
+Tensor Tensor::logsumexp(const Dims& axes, bool keepdim) const { return xg::logsumexp(*this, axes, keepdim); }
+
+}  // namespace xg

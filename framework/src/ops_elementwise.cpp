@@ -1,0 +1,259 @@
+// Elementwise ops: the binary ones broadcast (numpy rules) and sum their gradient back with sum_to.
+// The array maths is xtensor's (vectorised with xsimd because XTENSOR_USE_XSIMD is defined).
+#include <cmath>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+
+#include "detail.h"
+
+namespace xg {
+using detail::Grads;
+using detail::Needs;
+
+namespace detail {
+void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op) {
+  if (!a.defined() || !b.defined()) fail("{}: an input tensor is undefined", op);
+  if (a.dtype() != b.dtype())
+    fail("{}: dtype mismatch ({} vs {}) for shapes {} and {}; convert one with .to(xg::k{})", op, a.dtype(),
+         b.dtype(), shape_str(a.shape()), shape_str(b.shape()), a.dtype() == kFloat32 ? "Float32" : "Float64");
+}
+Tensor scalar_like(double v, const Tensor& like) { return scalar(v, like.dtype()); }
+}  // namespace detail
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op) {
+  const std::size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    const std::size_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1) fail("{}: cannot broadcast {} with {}", op, shape_str(a), shape_str(b));
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+namespace {
+// Applies f(xarray a, xarray b) -> xtensor expression with broadcasting; checks dtypes and shapes first.
+template <class F>
+Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, F f) {
+  detail::check_same_dtype(a, b, op);
+  const Shape as = a.shape(), bs = b.shape();
+  if (as != bs) broadcast_shapes(as, bs, op);  // throws with both shapes when incompatible
+  return dispatch(a.dtype(), [&](auto t) {
+    using T = decltype(t);
+    return detail::wrap<T>(f(a.data<T>(), b.data<T>()));
+  });
+}
+
+template <class F>
+Tensor unary_map(const Tensor& x, F f) {
+  return dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    return detail::wrap<T>(f(x.data<T>()));
+  });
+}
+}  // namespace
+
+// ---- binary ------------------------------------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map(a, b, "add", [](const auto& x, const auto& y) { return x + y; });
+  return record_op("add", out, {a, b}, [as = a.shape(), bs = b.shape()](const Tensor& g, const Needs& n) {
+    return Grads{n[0] ? sum_to(g, as) : Tensor(), n[1] ? sum_to(g, bs) : Tensor()};
+  });
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map(a, b, "sub", [](const auto& x, const auto& y) { return x - y; });
+  return record_op("sub", out, {a, b}, [as = a.shape(), bs = b.shape()](const Tensor& g, const Needs& n) {
+    return Grads{n[0] ? sum_to(g, as) : Tensor(), n[1] ? sum_to(neg(g), bs) : Tensor()};
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map(a, b, "mul", [](const auto& x, const auto& y) { return x * y; });
+  return record_op("mul", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g, const Needs& n) {
+    return Grads{n[0] ? sum_to(mul(g, b), a.shape()) : Tensor(), n[1] ? sum_to(mul(g, a), b.shape()) : Tensor()};
+  });
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map(a, b, "div", [](const auto& x, const auto& y) { return x / y; });
+  return record_op("div", out, {a, b}, [a = a.detach(), b = b.detach()](const Tensor& g, const Needs& n) {
+    // d(a/b)/da = 1/b ; d(a/b)/db = -a/b²
+    return Grads{n[0] ? sum_to(div(g, b), a.shape()) : Tensor(),
+                 n[1] ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Tensor()};
+  });
+}
+
+namespace {
+// maximum/minimum share one derivative: the gradient goes to the winner, half to each on a tie.
+Tensor extremum(const Tensor& a, const Tensor& b, bool is_max) {
+  const char* name = is_max ? "maximum" : "minimum";
+  Tensor out = is_max ? binary_map(a, b, name, [](const auto& x, const auto& y) { return xt::maximum(x, y); })
+                      : binary_map(a, b, name, [](const auto& x, const auto& y) { return xt::minimum(x, y); });
+  return record_op(name, out, {a, b}, [a = a.detach(), b = b.detach(), is_max](const Tensor& g, const Needs& n) {
+    Tensor wins_a = add(is_max ? gt(a, b) : lt(a, b), mul(eq(a, b), detail::scalar_like(0.5, a)));
+    return Grads{n[0] ? sum_to(mul(g, wins_a), a.shape()) : Tensor(),
+                 n[1] ? sum_to(mul(g, sub(detail::scalar_like(1.0, a), wins_a)), b.shape()) : Tensor()};
+  });
+}
+}  // namespace
+Tensor maximum(const Tensor& a, const Tensor& b) { return extremum(a, b, true); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return extremum(a, b, false); }
+
+Tensor pow(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map(a, b, "pow", [](const auto& x, const auto& y) { return xt::pow(x, y); });
+  return record_op("pow", out, {a, b},
+                   [a = a.detach(), b = b.detach(), out = out.detach()](const Tensor& g, const Needs& n) {
+                     // d(a^b)/da = b·a^(b-1) ; d(a^b)/db = a^b·log(a)
+                     return Grads{n[0] ? sum_to(mul(g, mul(b, pow(a, sub(b, detail::scalar_like(1, b))))), a.shape())
+                                       : Tensor(),
+                                  n[1] ? sum_to(mul(g, mul(out, log(a))), b.shape()) : Tensor()};
+                   });
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator+(const Tensor& a, double b) { return add(a, detail::scalar_like(b, a)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, detail::scalar_like(b, a)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, detail::scalar_like(b, a)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, detail::scalar_like(b, a)); }
+Tensor operator+(double a, const Tensor& b) { return add(detail::scalar_like(a, b), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(detail::scalar_like(a, b), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(detail::scalar_like(a, b), b); }
+Tensor operator/(double a, const Tensor& b) { return div(detail::scalar_like(a, b), b); }
+
+// ---- unary -------------------------------------------------------------------------------------------------
+Tensor neg(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) { return -a; });
+  return record_op("neg", out, {x}, [](const Tensor& g, const Needs&) { return Grads{neg(g)}; });
+}
+
+Tensor pow(const Tensor& x, double p) {
+  Tensor out = unary_map(x, [p](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::value_type;
+    return xt::pow(a, static_cast<T>(p));
+  });
+  return record_op("pow", out, {x}, [x = x.detach(), p](const Tensor& g, const Needs&) {
+    return Grads{mul(g, mul(pow(x, p - 1.0), detail::scalar_like(p, x)))};  // p·x^(p-1)
+  });
+}
+
+Tensor exp(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) { return xt::exp(a); });
+  return record_op("exp", out, {x}, [out = out.detach()](const Tensor& g, const Needs&) {
+    return Grads{mul(g, out)};  // d exp(x) = exp(x)
+  });
+}
+
+Tensor log(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) { return xt::log(a); });
+  return record_op("log", out, {x}, [x = x.detach()](const Tensor& g, const Needs&) {
+    return Grads{div(g, x)};  // d log(x) = 1/x
+  });
+}
+
+Tensor sqrt(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) { return xt::sqrt(a); });
+  return record_op("sqrt", out, {x}, [out = out.detach()](const Tensor& g, const Needs&) {
+    return Grads{div(g, mul(out, detail::scalar_like(2, out)))};  // d sqrt(x) = 1/(2 sqrt(x))
+  });
+}
+
+Tensor rsqrt(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::value_type;
+    return T(1) / xt::sqrt(a);
+  });
+  return record_op("rsqrt", out, {x}, [out = out.detach()](const Tensor& g, const Needs&) {
+    // d x^(-1/2) = -1/2 · x^(-3/2) = -1/2 · rsqrt(x)³
+    return Grads{mul(g, mul(pow(out, 3.0), detail::scalar_like(-0.5, out)))};
+  });
+}
+
+Tensor abs(const Tensor& x) {
+  Tensor out = unary_map(x, [](const auto& a) { return xt::abs(a); });
+  return record_op("abs", out, {x}, [x = x.detach()](const Tensor& g, const Needs&) {
+    return Grads{mul(g, unary_map(x, [](const auto& a) { return xt::sign(a); }))};  // sign(x), 0 at 0
+  });
+}
+
+Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
+  if (lo && hi && *lo > *hi) fail("clamp: min {} is greater than max {}", *lo, *hi);
+  Tensor out = unary_map(x, [&](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::value_type;
+    const T l = lo ? static_cast<T>(*lo) : -std::numeric_limits<T>::infinity();
+    const T h = hi ? static_cast<T>(*hi) : std::numeric_limits<T>::infinity();
+    return xt::minimum(xt::maximum(a, l), h);
+  });
+  return record_op("clamp", out, {x}, [x = x.detach(), lo, hi](const Tensor& g, const Needs&) {
+    // 1 where lo <= x <= hi, else 0
+    Tensor inside = unary_map(x, [&](const auto& a) {
+      using T = typename std::decay_t<decltype(a)>::value_type;
+      const T l = lo ? static_cast<T>(*lo) : -std::numeric_limits<T>::infinity();
+      const T h = hi ? static_cast<T>(*hi) : std::numeric_limits<T>::infinity();
+      return xt::cast<T>(a >= l && a <= h);
+    });
+    return Grads{mul(g, inside)};
+  });
+}
+
+// ---- comparisons and where ---------------------------------------------------------------------------------
+#define XG_COMPARISON(NAME, EXPR)                                                                   \
+  Tensor NAME(const Tensor& a, const Tensor& b) {                                                   \
+    return binary_map(a, b, #NAME, [](const auto& x, const auto& y) {                               \
+      using T = typename std::decay_t<decltype(x)>::value_type;                                     \
+      return xt::cast<T>(EXPR);                                                                     \
+    });                                                                                             \
+  }
+XG_COMPARISON(eq, xt::equal(x, y))
+XG_COMPARISON(ne, xt::not_equal(x, y))
+XG_COMPARISON(lt, x < y)
+XG_COMPARISON(le, x <= y)
+XG_COMPARISON(gt, x > y)
+XG_COMPARISON(ge, x >= y)
+#undef XG_COMPARISON
+Tensor gt(const Tensor& a, double b) { return gt(a, detail::scalar_like(b, a)); }
+Tensor lt(const Tensor& a, double b) { return lt(a, detail::scalar_like(b, a)); }
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  detail::check_same_dtype(a, b, "where");
+  detail::check_same_dtype(cond, a, "where");
+  const Shape out_shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  Tensor out = dispatch(a.dtype(), [&](auto t) {
+    using T = decltype(t);
+    return detail::wrap<T>(xt::where(xt::not_equal(cond.data<T>(), T(0)), a.data<T>(), b.data<T>()));
+  });
+  (void)out_shape;
+  return record_op("where", out, {a, b}, [c = cond.detach(), as = a.shape(), bs = b.shape()](const Tensor& g,
+                                                                                            const Needs& n) {
+    Tensor mask = ne(c, detail::scalar_like(0, c));
+    return Grads{n[0] ? sum_to(mul(g, mask), as) : Tensor(),
+                 n[1] ? sum_to(mul(g, sub(detail::scalar_like(1, mask), mask)), bs) : Tensor()};
+  });
+}
+
+bool has_nonfinite(const Tensor& t) {
+  return dispatch(t.dtype(), [&](auto v) {
+    using T = decltype(v);
+    const T* p = t.data_ptr<T>();
+    for (std::size_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(p[i])) return true;
+    return false;
+  });
+}
+
+// ---- Tensor methods that forward to the free functions ----------------------------------------------------
+Tensor Tensor::operator-() const { return neg(*this); }
+Tensor Tensor::pow(double e) const { return xg::pow(*this, e); }
+Tensor Tensor::exp() const { return xg::exp(*this); }
+Tensor Tensor::log() const { return xg::log(*this); }
+Tensor Tensor::sqrt() const { return xg::sqrt(*this); }
+Tensor Tensor::rsqrt() const { return xg::rsqrt(*this); }
+Tensor Tensor::abs() const { return xg::abs(*this); }
+Tensor Tensor::clamp(std::optional<double> lo, std::optional<double> hi) const { return xg::clamp(*this, lo, hi); }
+
+}  // namespace xg

@@ -1,0 +1,268 @@
+// Reductions over any set of axes (keepdim as in PyTorch). Their backward broadcasts the gradient back.
+#include <algorithm>
+
+#include <cmath>
+#include <limits>
+
+#include <xsimd/xsimd.hpp>
+
+#include "detail.h"
+
+namespace xg {
+using detail::Grads;
+using detail::Needs;
+
+namespace detail {
+std::vector<std::size_t> normalize_axes(const Dims& axes, const Shape& shape, std::string_view op) {
+  std::vector<std::size_t> out;
+  if (axes.empty()) {
+    for (std::size_t i = 0; i < shape.size(); ++i) out.push_back(i);
+    return out;
+  }
+  for (int a : axes) {
+    if (shape.empty()) {  // a 0-d tensor: axis 0/-1 is accepted and reduces nothing
+      normalize_axis(a, 0, op, shape);
+      continue;
+    }
+    const std::size_t n = normalize_axis(a, shape.size(), op, shape);
+    if (std::find(out.begin(), out.end(), n) != out.end())
+      fail("{}: axis {} appears twice in the axes list for shape {}", op, a, shape_str(shape));
+    out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Shape keepdim_shape(const Shape& shape, const std::vector<std::size_t>& axes) {
+  Shape s = shape;
+  for (auto a : axes) s[a] = 1;
+  return s;
+}
+
+Tensor reshaped_copy(const Tensor& t, const Shape& shape) {
+  return std::visit(
+      [&](const auto& a) {
+        auto b = a;
+        b.reshape(shape);
+        return Tensor(std::move(b));
+      },
+      *t.impl()->storage);
+}
+
+Shape reduced_shape(const Shape& shape, const std::vector<std::size_t>& axes) {
+  Shape s;
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    if (std::find(axes.begin(), axes.end(), i) == axes.end()) s.push_back(shape[i]);
+  return s;
+}
+}  // namespace detail
+
+namespace {
+std::vector<std::ptrdiff_t> signed_shape(const Shape& s) { return {s.begin(), s.end()}; }
+
+// Sum of a contiguous buffer with four SIMD accumulators (faster and more accurate than one running sum).
+template <class T>
+T flat_sum(const T* p, std::size_t n) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t W = B::size;
+  B a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+  std::size_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 += B::load_unaligned(p + i);
+    a1 += B::load_unaligned(p + i + W);
+    a2 += B::load_unaligned(p + i + 2 * W);
+    a3 += B::load_unaligned(p + i + 3 * W);
+  }
+  for (; i + W <= n; i += W) a0 += B::load_unaligned(p + i);
+  T s = xsimd::hadd((a0 + a1) + (a2 + a3));
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+// Reduces a contiguous row-major array over `axes` into `out` (keepdim layout, pre-filled with the identity).
+// Adjacent axes that are all reduced or all kept are merged into groups first, so [N,C,H,W] over {0,2,3}
+// becomes three groups R(N) K(C) R(H·W); the innermost group runs as a tight (SIMD) loop.
+enum class ReduceOp { Sum, Max, Min };
+
+template <class T>
+T combine(ReduceOp op, T a, T b) {
+  switch (op) {
+    case ReduceOp::Sum: return a + b;
+    case ReduceOp::Max: return (b > a || std::isnan(b)) ? b : a;  // NaN propagates, as in PyTorch
+    default: return (b < a || std::isnan(b)) ? b : a;
+  }
+}
+
+template <class T>
+void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>& axes, T* out, ReduceOp op) {
+  struct Group {
+    std::size_t size;
+    bool reduced;
+    std::size_t out_stride = 0;
+  };
+  std::vector<Group> groups;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    const bool r = std::find(axes.begin(), axes.end(), i) != axes.end();
+    if (!groups.empty() && groups.back().reduced == r)
+      groups.back().size *= shape[i];
+    else
+      groups.push_back({shape[i], r});
+  }
+  std::size_t stride = 1;
+  for (auto it = groups.rbegin(); it != groups.rend(); ++it)
+    if (!it->reduced) {
+      it->out_stride = stride;
+      stride *= it->size;
+    }
+  const std::size_t total = numel_of(shape);
+  if (total == 0 || groups.empty()) return;
+  const Group inner = groups.back();
+  const std::size_t outer_count = total / inner.size;
+  std::vector<std::size_t> idx(groups.size() - 1, 0);  // multi-index over the outer groups
+  std::size_t o = 0;                                   // current output offset
+  for (std::size_t block = 0; block < outer_count; ++block) {
+    const T* p = in + block * inner.size;
+    if (inner.reduced) {
+      const T v = op == ReduceOp::Sum ? flat_sum(p, inner.size) : [&] {
+        T m = p[0];
+        for (std::size_t i = 1; i < inner.size; ++i) m = combine(op, m, p[i]);
+        return m;
+      }();
+      out[o] = combine(op, out[o], v);
+    } else {
+      T* q = out + o;
+      if (op == ReduceOp::Sum)
+        for (std::size_t i = 0; i < inner.size; ++i) q[i] += p[i];
+      else
+        for (std::size_t i = 0; i < inner.size; ++i) q[i] = combine(op, q[i], p[i]);
+    }
+    // advance the multi-index over the outer groups (last one fastest)
+    for (std::size_t g = idx.size(); g-- > 0;) {
+      o += groups[g].out_stride;
+      if (++idx[g] < groups[g].size) break;
+      o -= groups[g].out_stride * groups[g].size;
+      idx[g] = 0;
+    }
+  }
+}
+
+// Reduces over normalised axes; returns the keepdim shape.
+Tensor reduce_keepdim(const Tensor& x, const std::vector<std::size_t>& ax, ReduceOp op) {
+  const Shape in = x.shape();
+  const Shape kshape = detail::keepdim_shape(in, ax);
+  return dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const T init = op == ReduceOp::Sum ? T(0)
+                   : op == ReduceOp::Max ? -std::numeric_limits<T>::infinity()
+                                         : std::numeric_limits<T>::infinity();
+    Tensor out = full(kshape, init, x.dtype());
+    reduce_axes(x.data_ptr<T>(), in, ax, out.data_ptr<T>(), op);
+    return out;
+  });
+}
+}  // namespace
+
+Tensor sum(const Tensor& x, const Dims& axes, bool keepdim) {
+  const Shape in = x.shape();
+  const auto ax = detail::normalize_axes(axes, in, "sum");
+  Tensor out;
+  if (ax.size() == in.size()) {  // full reduction: one SIMD pass
+    out = dispatch(x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      return full(detail::keepdim_shape(in, ax), flat_sum(x.data_ptr<T>(), x.numel()), x.dtype());
+    });
+  } else {
+    out = reduce_keepdim(x, ax, ReduceOp::Sum);
+  }
+  if (!keepdim) out = detail::reshaped_copy(out, detail::reduced_shape(in, ax));
+  return record_op("sum", out, {x}, [in, kshape = detail::keepdim_shape(in, ax)](const Tensor& g, const Needs&) {
+    return Grads{expand(reshape(g, signed_shape(kshape)), in)};  // every input element gets the output's gradient
+  });
+}
+
+Tensor mean(const Tensor& x, const Dims& axes, bool keepdim) {
+  const Shape in = x.shape();
+  const auto ax = detail::normalize_axes(axes, in, "mean");
+  std::size_t count = 1;
+  for (auto a : ax) count *= in[a];
+  if (count == 0) fail("mean: reducing over an empty axis of shape {}", shape_str(in));
+  return mul(sum(x, axes, keepdim), detail::scalar_like(1.0 / static_cast<double>(count), x));
+}
+
+namespace {
+// amax/amin: the gradient goes to the elements equal to the extremum, split evenly among ties.
+Tensor extreme(const Tensor& x, const Dims& axes, bool keepdim, bool is_max) {
+  const char* name = is_max ? "amax" : "amin";
+  const Shape in = x.shape();
+  if (x.numel() == 0) fail("{}: cannot reduce an empty tensor of shape {}", name, shape_str(in));
+  const auto ax = detail::normalize_axes(axes, in, name);
+  Tensor kept;
+  if (ax.empty()) {  // a 0-d tensor: nothing to reduce
+    kept = x.detach().clone();
+  } else {
+    kept = reduce_keepdim(x, ax, is_max ? ReduceOp::Max : ReduceOp::Min);
+  }
+  const Shape kshape = kept.shape();
+  Tensor out = keepdim ? kept : detail::reshaped_copy(kept, detail::reduced_shape(in, ax));
+  return record_op(name, out, {x}, [x = x.detach(), kept = kept.detach(), kshape, ax](const Tensor& g, const Needs&) {
+    const Shape in = x.shape();
+    Dims axes(ax.begin(), ax.end());
+    Tensor mask = eq(x, kept);                       // 1 where x is the extremum
+    Tensor count = sum(mask, axes, /*keepdim=*/true);  // ties share the gradient
+    return Grads{mul(expand(reshape(g, signed_shape(kshape)), in), div(mask, count))};
+  });
+}
+}  // namespace
+Tensor amax(const Tensor& x, const Dims& axes, bool keepdim) { return extreme(x, axes, keepdim, true); }
+Tensor amin(const Tensor& x, const Dims& axes, bool keepdim) { return extreme(x, axes, keepdim, false); }
+
+Tensor var(const Tensor& x, const Dims& axes, bool unbiased, bool keepdim) {
+  const Shape in = x.shape();
+  const auto ax = detail::normalize_axes(axes, in, "var");
+  std::size_t count = 1;
+  for (auto a : ax) count *= in[a];
+  if (count == 0 || (unbiased && count < 2))
+    fail("var: {} variance over {} element(s) of shape {} is undefined{}", unbiased ? "the unbiased" : "the",
+         count, shape_str(in), unbiased ? " (it divides by n-1 = 0); use unbiased=false" : "");
+  // Two passes: the mean first, then the mean squared deviation — survives large means (docs/ops.md).
+  Tensor d = sub(x, mean(x, axes, /*keepdim=*/true));
+  return mul(sum(mul(d, d), axes, keepdim),
+             detail::scalar_like(1.0 / static_cast<double>(unbiased ? count - 1 : count), x));
+}
+
+Tensor std(const Tensor& x, const Dims& axes, bool unbiased, bool keepdim) {
+  return sqrt(var(x, axes, unbiased, keepdim));
+}
+
+Tensor sum_to(const Tensor& x, const Shape& shape) {
+  const Shape xs = x.shape();
+  if (xs == shape) return x;
+  if (shape.size() > xs.size()) fail("sum_to: cannot sum shape {} down to {}", shape_str(xs), shape_str(shape));
+  const std::size_t lead = xs.size() - shape.size();
+  Dims axes;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (i < lead) {
+      axes.push_back(static_cast<int>(i));
+    } else if (shape[i - lead] == 1 && xs[i] != 1) {
+      axes.push_back(static_cast<int>(i));
+    } else if (shape[i - lead] != xs[i]) {
+      fail("sum_to: cannot sum shape {} down to {}", shape_str(xs), shape_str(shape));
+    }
+  }
+  Tensor s = axes.empty() ? x : sum(x, axes, /*keepdim=*/true);
+  return reshape(s, signed_shape(shape));
+}
+
+// ---- methods ----------------------------------------------------------------------------------------------
+Tensor Tensor::sum() const { return xg::sum(*this); }
+Tensor Tensor::sum(const Dims& axes, bool keepdim) const { return xg::sum(*this, axes, keepdim); }
+Tensor Tensor::mean() const { return xg::mean(*this); }
+Tensor Tensor::mean(const Dims& axes, bool keepdim) const { return xg::mean(*this, axes, keepdim); }
+Tensor Tensor::max() const { return amax(*this); }
+Tensor Tensor::max(const Dims& axes, bool keepdim) const { return amax(*this, axes, keepdim); }
+Tensor Tensor::min() const { return amin(*this); }
+Tensor Tensor::min(const Dims& axes, bool keepdim) const { return amin(*this, axes, keepdim); }
+Tensor Tensor::var(const Dims& axes, bool unbiased, bool keepdim) const { return xg::var(*this, axes, unbiased, keepdim); }
+Tensor Tensor::std(const Dims& axes, bool unbiased, bool keepdim) const { return xg::std(*this, axes, unbiased, keepdim); }
+
+}  // namespace xg

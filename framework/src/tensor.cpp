@@ -1,0 +1,274 @@
+// Tensor handle: metadata, data access, autograd state, factories.
+#include "xgrad/tensor.h"
+
+#include <atomic>
+#include <cmath>
+
+#include <xtensor/xbuilder.hpp>
+
+#include "xgrad/autograd.h"
+#include "xgrad/ops.h"
+
+namespace xg {
+
+namespace {
+std::uint64_t next_tensor_id() {
+  static std::atomic<std::uint64_t> counter{1};
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
+template <class T>
+std::shared_ptr<TensorImpl> make_impl(xt::xarray<T>&& a, bool requires_grad) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(std::move(a));
+  impl->requires_grad = requires_grad;
+  impl->id = next_tensor_id();
+  return impl;
+}
+
+// Converts possibly negative indices into a flat row-major offset, with a clear error when out of range.
+std::size_t flat_offset(const Shape& shape, std::initializer_list<std::ptrdiff_t> index, std::string_view op) {
+  if (index.size() != shape.size())
+    fail("{}: got {} indices for a tensor of shape {} (ndim {})", op, index.size(), shape_str(shape),
+         shape.size());
+  std::size_t off = 0, axis = 0;
+  for (auto i : index) {
+    const auto n = static_cast<std::ptrdiff_t>(shape[axis]);
+    const auto j = i < 0 ? i + n : i;
+    if (j < 0 || j >= n)
+      fail("{}: index {} is out of range for axis {} of size {} (shape {})", op, i, axis, n, shape_str(shape));
+    off = off * shape[axis] + static_cast<std::size_t>(j);
+    ++axis;
+  }
+  return off;
+}
+}  // namespace
+
+Tensor::Tensor(xt::xarray<float> a, bool requires_grad) : impl_(make_impl(std::move(a), requires_grad)) {}
+Tensor::Tensor(xt::xarray<double> a, bool requires_grad) : impl_(make_impl(std::move(a), requires_grad)) {}
+
+const TensorImpl& Tensor::checked() const {
+  if (!impl_) fail("this Tensor is undefined (default-constructed or an absent gradient); check defined() first");
+  return *impl_;
+}
+
+Dtype Tensor::dtype() const { return checked().storage->index() == 0 ? Dtype::Float32 : Dtype::Float64; }
+
+Shape Tensor::shape() const {
+  return std::visit([](const auto& a) { return Shape(a.shape().begin(), a.shape().end()); }, *checked().storage);
+}
+std::size_t Tensor::ndim() const {
+  return std::visit([](const auto& a) { return a.dimension(); }, *checked().storage);
+}
+std::size_t Tensor::numel() const {
+  return std::visit([](const auto& a) { return a.size(); }, *checked().storage);
+}
+std::size_t Tensor::size(int axis) const {
+  auto s = shape();
+  return s.empty() ? 1 : s[normalize_axis(axis, s.size(), "size", s)];
+}
+
+std::vector<double> Tensor::to_vector() const {
+  return std::visit([](const auto& a) { return std::vector<double>(a.begin(), a.end()); }, *checked().storage);
+}
+
+double Tensor::item() const {
+  if (numel() != 1)
+    fail("item(): the tensor has {} elements (shape {}); item() needs exactly one — reduce it first (e.g. .sum())",
+         numel(), shape_str(shape()));
+  return std::visit([](const auto& a) { return static_cast<double>(*a.data()); }, *checked().storage);
+}
+
+double Tensor::at(std::initializer_list<std::ptrdiff_t> index) const {
+  const auto off = flat_offset(shape(), index, "at");
+  return std::visit([&](const auto& a) { return static_cast<double>(a.data()[off]); }, *checked().storage);
+}
+
+void Tensor::set(std::initializer_list<std::ptrdiff_t> index, double value) {
+  const auto off = flat_offset(shape(), index, "set");
+  std::visit([&](auto& a) { a.data()[off] = static_cast<typename std::decay_t<decltype(a)>::value_type>(value); },
+             *impl_->storage);
+}
+
+// ---- autograd state --------------------------------------------------------------------------------------
+bool Tensor::requires_grad() const { return checked().requires_grad; }
+
+Tensor& Tensor::requires_grad_(bool on) {
+  if (!is_leaf())
+    fail("requires_grad_(): only leaves can change requires_grad; this tensor was produced by '{}'. "
+         "Use .detach().requires_grad_() for a new leaf",
+         impl_->grad_fn->name);
+  impl_->requires_grad = on;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return checked().grad_fn == nullptr; }
+
+Tensor Tensor::grad() const {
+  const auto& g = checked().grad;
+  return g ? Tensor(g) : Tensor();
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  if (g.defined() && (g.shape() != shape() || g.dtype() != dtype()))
+    fail("set_grad(): gradient of shape {} ({}) does not match the tensor's shape {} ({})", shape_str(g.shape()),
+         g.dtype(), shape_str(shape()), dtype());
+  checked();
+  impl_->grad = g.defined() ? g.impl() : nullptr;
+}
+
+void Tensor::zero_grad(bool set_to_none) {
+  checked();
+  if (set_to_none || !impl_->grad) {
+    impl_->grad = nullptr;
+    return;
+  }
+  std::visit([](auto& a) { std::fill(a.begin(), a.end(), 0); }, *impl_->grad->storage);
+}
+
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  autograd::backward({*this}, {gradient}, retain_graph);
+}
+
+void Tensor::retain_grad() {
+  checked();
+  if (is_leaf()) return;  // leaves keep their gradient anyway
+  impl_->retains_grad = true;
+}
+
+void Tensor::register_hook(GradHook hook) {
+  if (!requires_grad())
+    fail("register_hook(): the tensor does not require grad, so no gradient will ever reach the hook");
+  if (is_leaf())
+    impl_->hooks.push_back(std::move(hook));
+  else
+    impl_->grad_fn->hooks.push_back(std::move(hook));
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = checked().storage;  // shares the data, as PyTorch's detach()
+  impl->id = next_tensor_id();
+  impl->label = impl_->label;
+  return Tensor(impl);
+}
+
+std::shared_ptr<Node> Tensor::grad_fn() const { return checked().grad_fn; }
+
+Tensor& Tensor::set_label(std::string label) {
+  checked();
+  impl_->label = std::move(label);
+  return *this;
+}
+const std::string& Tensor::label() const { return checked().label; }
+
+// ---- conversion -------------------------------------------------------------------------------------------
+Tensor Tensor::to(Dtype d) const {
+  if (d == dtype()) return *this;
+  Tensor out = dispatch(d, [&](auto t) {
+    using T = decltype(t);
+    return Tensor(to_xarray<T>());
+  });
+  const Dtype from = dtype();
+  return record_op("to", out, {*this}, [from](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{g.to(from)};
+  });
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = std::visit([](const auto& a) { return Tensor(std::decay_t<decltype(a)>(a)); }, *checked().storage);
+  return record_op("clone", out, {*this}, [](const Tensor& g, const std::vector<bool>&) {
+    return std::vector<Tensor>{g};
+  });
+}
+
+// ---- factories ----------------------------------------------------------------------------------------
+Tensor full(const Shape& shape, double value, Dtype dtype, bool requires_grad) {
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
+    std::fill(a.begin(), a.end(), static_cast<T>(value));
+    return Tensor(std::move(a), requires_grad);
+  });
+}
+Tensor zeros(const Shape& shape, Dtype dtype, bool requires_grad) { return full(shape, 0.0, dtype, requires_grad); }
+Tensor ones(const Shape& shape, Dtype dtype, bool requires_grad) { return full(shape, 1.0, dtype, requires_grad); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
+Tensor full_like(const Tensor& t, double value) { return full(t.shape(), value, t.dtype()); }
+Tensor scalar(double value, Dtype dtype, bool requires_grad) { return full({}, value, dtype, requires_grad); }
+
+Tensor arange(double start, double end, double step, Dtype dtype) {
+  if (step == 0) fail("arange: step must be nonzero");
+  if ((end - start) / step < 0)
+    fail("arange: empty range from {} to {} with step {} (the step's sign points away from end)", start, end, step);
+  const auto n = static_cast<std::size_t>(std::ceil((end - start) / step));
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    xt::xarray<T> a = xt::xarray<T>::from_shape({n});
+    for (std::size_t i = 0; i < n; ++i) a(i) = static_cast<T>(start + static_cast<double>(i) * step);
+    return Tensor(std::move(a));
+  });
+}
+Tensor arange(double end, Dtype dtype) { return arange(0.0, end, 1.0, dtype); }
+
+Tensor linspace(double start, double end, std::size_t steps, Dtype dtype) {
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    xt::xarray<T> a = xt::xarray<T>::from_shape({steps});
+    for (std::size_t i = 0; i < steps; ++i)
+      a(i) = static_cast<T>(steps == 1 ? start
+                                       : start + (end - start) * static_cast<double>(i) / static_cast<double>(steps - 1));
+    return Tensor(std::move(a));
+  });
+}
+
+Tensor eye(std::size_t n, std::optional<std::size_t> m, Dtype dtype) {
+  const std::size_t cols = m.value_or(n);
+  Tensor t = zeros({n, cols}, dtype);
+  dispatch(dtype, [&](auto v) {
+    using T = decltype(v);
+    T* p = t.data_ptr<T>();
+    for (std::size_t i = 0; i < std::min(n, cols); ++i) p[i * cols + i] = T(1);
+  });
+  return t;
+}
+
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, Dtype dtype, bool requires_grad) {
+  if (numel_of(shape) != values.size())
+    fail("from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape_str(shape),
+         numel_of(shape));
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
+    std::copy(values.begin(), values.end(), a.begin());
+    return Tensor(std::move(a), requires_grad);
+  });
+}
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool requires_grad) {
+  if (numel_of(shape) != values.size())
+    fail("from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape_str(shape),
+         numel_of(shape));
+  xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
+  std::copy(values.begin(), values.end(), a.begin());
+  return Tensor(std::move(a), requires_grad);
+}
+
+Tensor tensor(std::initializer_list<double> values, Dtype dtype, bool requires_grad) {
+  return from_vector(std::vector<double>(values), {values.size()}, dtype, requires_grad);
+}
+
+Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype dtype, bool requires_grad) {
+  std::vector<double> flat;
+  const std::size_t cols = rows.size() ? rows.begin()->size() : 0;
+  std::size_t r = 0;
+  for (const auto& row : rows) {
+    if (row.size() != cols)
+      fail("tensor: row {} has {} values but row 0 has {}; all rows need the same length", r, row.size(), cols);
+    flat.insert(flat.end(), row.begin(), row.end());
+    ++r;
+  }
+  return from_vector(flat, {rows.size(), cols}, dtype, requires_grad);
+}
+
+}  // namespace xg
