@@ -8,6 +8,13 @@ add_library(xgrad_build_flags INTERFACE)
 add_library(xgrad::build_flags ALIAS xgrad_build_flags)
 if(XGRAD_NATIVE)
   target_compile_options(xgrad_build_flags INTERFACE -march=native)
+  # GCC 12.2 (Debian 12) miscompiles some 256-bit constants when AVX-512 is on: the SLP vectorizer stores
+  # `std::vector<double> v{1, 1, 1, 0}` as one 256-bit constant, and the x86 backend then materialises it as a
+  # broadcast of 1.0, so v holds {1, 1, 1, 1}. Disabling basic-block SLP vectorization avoids it (loop
+  # vectorization, which the hot loops use, is unaffected). tests/test_tensor.cpp has the reproducer.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    target_compile_options(xgrad_build_flags INTERFACE -fno-tree-slp-vectorize)
+  endif()
 endif()
 if(XGRAD_SANITIZE)
   target_compile_options(xgrad_build_flags INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)

@@ -3,16 +3,17 @@
 
 #include <algorithm>
 #include <atomic>
-#include <queue>
+#include <span>
 #include <unordered_map>
-#include <unordered_set>
 
+#include "detail.h"
 #include "xgrad/ops.h"
 
 namespace xg {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local int g_backward_depth = 0;  // > 0 while run_engine runs on this thread (autograd::in_backward)
 std::vector<autograd::Observer*> g_observers;
 
 std::uint64_t next_node_id() {
@@ -30,15 +31,18 @@ Edge edge_to(const Tensor& t) {
   return e;
 }
 
-// grad += g, without aliasing: the first gradient stored is a copy, later ones are added in place.
-void accumulate_into(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
-  NoGradGuard no_grad;
+// True if nobody but `g` holds its handle and its data, so the engine may keep it instead of copying.
+bool sole_owner(const Tensor& g) { return g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1; }
+
+// grad += g, without aliasing: the first gradient stored is g itself when nobody else holds it, else a copy;
+// later ones are added in place.
+void accumulate_into(std::shared_ptr<TensorImpl>& slot, Tensor g) {
   if (!slot) {
-    slot = std::make_shared<TensorImpl>(*g.impl());  // a fresh handle with its own copy of the data
-    slot->storage = std::make_shared<Storage>(*g.impl()->storage);
-    slot->grad_fn = nullptr;
-    slot->requires_grad = false;
-    slot->hooks.clear();
+    if (sole_owner(g) && !g.grad_fn() && !g.requires_grad() && !g.impl()->grad && g.impl()->hooks.empty()) {
+      slot = g.impl();
+      return;
+    }
+    slot = std::visit([](const auto& a) { return Tensor(std::decay_t<decltype(a)>(a)); }, *g.impl()->storage).impl();
     return;
   }
   std::visit(
@@ -56,36 +60,33 @@ Tensor run_hooks(const std::vector<GradHook>& hooks, Tensor g) {
   for (const auto& h : hooks) {
     Tensor r = h(g);
     if (r.defined()) {
-      if (r.shape() != g.shape())
-        fail("gradient hook returned shape {} but the gradient has shape {}", shape_str(r.shape()),
-             shape_str(g.shape()));
-      g = r;
+      if (!r.same_shape(g) || r.dtype() != g.dtype())
+        fail("gradient hook returned shape {} ({}) but the gradient has shape {} ({})", shape_str(r.shape()),
+             r.dtype(), shape_str(g.shape()), g.dtype());
+      g = std::move(r);
     }
   }
   return g;
 }
-}  // namespace
 
-void Node::release() {
-  backward = nullptr;
-  released = true;
-}
-
-bool is_grad_enabled() { return g_grad_enabled; }
-void set_grad_enabled(bool on) { g_grad_enabled = on; }
-NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
-
-bool any_requires_grad(const std::vector<Tensor>& inputs) {
+template <class Inputs>
+bool any_requires_grad_impl(const Inputs& inputs) {
   if (!g_grad_enabled) return false;
   for (const auto& t : inputs)
     if (t.defined() && t.requires_grad()) return true;
   return false;
 }
 
-Tensor record_op(std::string_view name, Tensor out, const std::vector<Tensor>& inputs, BackwardFn backward) {
+template <class Inputs>
+Tensor record_impl(std::string_view name, Tensor out, const Inputs& inputs, BackwardFn&& backward) {
   std::shared_ptr<Node> node;
-  if (any_requires_grad(inputs)) {
+  if (any_requires_grad_impl(inputs)) {
+    if (!out.defined()) fail("record_op('{}'): the output tensor is undefined", name);
+    for (const auto& t : inputs)
+      if (t.defined() && t.impl() == out.impl())
+        fail("record_op('{}'): the output must be a new tensor, not one of the inputs (that would make a cycle); "
+             "return a copy, or return the input without recording",
+             name);
     node = std::make_shared<Node>();
     node->name = std::string(name);
     node->id = next_node_id();
@@ -102,14 +103,55 @@ Tensor record_op(std::string_view name, Tensor out, const std::vector<Tensor>& i
     out.impl()->grad_fn = node;
     out.impl()->requires_grad = true;
   }
-  for (auto* obs : g_observers) obs->on_forward(name, out, inputs, node.get());
+  if (!g_observers.empty()) {
+    const std::vector<Tensor> in(inputs.begin(), inputs.end());
+    for (auto* obs : g_observers) obs->on_forward(name, out, in, node.get());
+  }
   return out;
+}
+}  // namespace
+
+Node::~Node() {
+  // Taking over the predecessors only this node keeps alive, and destroying them one at a time, turns the
+  // recursive ~Node -> ~Edge -> ~Node ... of a long chain into a loop.
+  std::vector<std::shared_ptr<Node>> doomed;
+  auto adopt = [&doomed](std::vector<Edge>& edges) {
+    for (auto& e : edges)
+      if (e.node && e.node.use_count() == 1) doomed.push_back(std::move(e.node));
+  };
+  adopt(next);
+  while (!doomed.empty()) {
+    std::shared_ptr<Node> n = std::move(doomed.back());
+    doomed.pop_back();
+    adopt(n->next);
+  }  // n dies here, with no sole-owned predecessor left to recurse into
+}
+
+void Node::release() {
+  backward = nullptr;
+  released = true;
+}
+
+bool is_grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool on) { g_grad_enabled = on; }
+NoGradGuard::NoGradGuard() : prev_(g_grad_enabled) { g_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { g_grad_enabled = prev_; }
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) { return any_requires_grad_impl(inputs); }
+bool any_requires_grad(std::initializer_list<Tensor> inputs) { return any_requires_grad_impl(inputs); }
+
+Tensor record_op(std::string_view name, Tensor out, const std::vector<Tensor>& inputs, BackwardFn backward) {
+  return record_impl(name, std::move(out), inputs, std::move(backward));
+}
+Tensor record_op(std::string_view name, Tensor out, std::initializer_list<Tensor> inputs, BackwardFn backward) {
+  return record_impl(name, std::move(out), inputs, std::move(backward));
 }
 
 namespace autograd {
 
 void add_observer(Observer* obs) { g_observers.push_back(obs); }
 void remove_observer(Observer* obs) { std::erase(g_observers, obs); }
+bool in_backward() { return g_backward_depth > 0; }
 
 namespace {
 
@@ -135,75 +177,128 @@ Tensor seed_gradient(const Tensor& out, const Tensor& given, std::string_view wh
   return ones_like(out);
 }
 
-// The engine. Gradients for non-leaf tensors are summed per node; leaf gradients either accumulate into
-// .grad() (capture == nullptr) or are collected in `capture` (autograd::grad).
-void run_engine(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
-                std::unordered_map<const void*, Tensor>* capture, std::string_view who) {
-  NoGradGuard no_grad;  // backward closures compute with ops; nothing they do is recorded
-  std::unordered_map<Node*, Tensor> pending;  // summed gradient of each node's output so far
-  std::vector<std::pair<std::shared_ptr<TensorImpl>, Tensor>> leaf_grads;
+std::uint64_t next_run_id() {
+  static std::atomic<std::uint64_t> counter{1};
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
 
-  auto add_grad = [](Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; };
+// Where the engine delivers gradients: the leaves' .grad() (backward), or a table of captured tensors
+// (autograd::grad), keyed by a leaf's TensorImpl or a non-leaf's Node.
+using Capture = std::unordered_map<const void*, Tensor>;
 
-  auto deliver_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
-    if (capture) {
-      auto it = capture->find(leaf.get());
-      if (it != capture->end()) add_grad(it->second, g);
-      return;
+void add_grad(Tensor& slot, Tensor g) { slot = slot.defined() ? add(slot, g) : std::move(g); }
+
+// Gradients arriving at leaves during one run. They are summed per leaf first, so that a leaf used twice has
+// its hooks called once, with the total (as PyTorch's AccumulateGrad does), and then added to .grad() at the end.
+class LeafGrads {
+ public:
+  Tensor& slot(TensorImpl* leaf) {
+    if (index_.empty()) {  // few leaves: a linear search beats hashing
+      for (auto& [l, g] : items_)
+        if (l == leaf) return g;
+      if (items_.size() < 16) return items_.emplace_back(leaf, Tensor()).second;
+      for (std::size_t i = 0; i < items_.size(); ++i) index_.emplace(items_[i].first, i);
     }
-    accumulate_into(leaf->grad, run_hooks(leaf->hooks, g));
-  };
-
-  // 1. Seed the outputs.
-  std::vector<Node*> roots;
-  for (std::size_t i = 0; i < outputs.size(); ++i) {
-    Tensor g = seed_gradient(outputs[i], i < grad_outputs.size() ? grad_outputs[i] : Tensor(), who);
-    if (auto fn = outputs[i].grad_fn()) {
-      add_grad(pending[fn.get()], g);
-      roots.push_back(fn.get());
-    } else {
-      deliver_leaf(outputs[i].impl(), g);  // backward() on a leaf: its gradient is the seed
-    }
+    auto [it, inserted] = index_.emplace(leaf, items_.size());
+    if (inserted) items_.emplace_back(leaf, Tensor());
+    return items_[it->second].second;
+  }
+  // Runs each leaf's hooks on its summed gradient and accumulates the result into .grad().
+  void flush() {
+    for (auto& [leaf, g] : items_) accumulate_into(leaf->grad, run_hooks(leaf->hooks, std::move(g)));
   }
 
-  // 2. Count, for every reachable node, how many edges point at it (iterative DFS: no recursion).
-  std::unordered_map<Node*, std::size_t> deps;
-  {
-    std::vector<Node*> stack(roots.begin(), roots.end());
-    std::unordered_set<Node*> seen(roots.begin(), roots.end());
-    while (!stack.empty()) {
-      Node* n = stack.back();
-      stack.pop_back();
-      for (const auto& e : n->next) {
-        if (!e.node) continue;
-        ++deps[e.node.get()];
-        if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
+ private:
+  std::vector<std::pair<TensorImpl*, Tensor>> items_;
+  std::unordered_map<TensorImpl*, std::size_t> index_;
+};
+
+void deliver_leaf(TensorImpl* leaf, Tensor g, Capture* capture, LeafGrads& leaves) {
+  if (capture) {
+    auto it = capture->find(leaf);
+    if (it != capture->end()) add_grad(it->second, std::move(g));
+    return;
+  }
+  add_grad(leaves.slot(leaf), std::move(g));
+}
+
+// The engine, in three steps:
+//   1. seed each output's node with its gradient;
+//   2. visit every node reachable from the outputs (breadth first, no recursion) and count, for each, how
+//      many edges point at it — the consumers that still owe it a gradient;
+//   3. Kahn's algorithm: run a node once all its consumers have delivered (its count reached 0), newest
+//      (highest id) first among ready nodes, and hand each input's gradient on to its node or leaf.
+// The per-node bookkeeping lives in the nodes' engine_* fields; `visited` lists them so they are reset at the
+// end, also when a backward closure throws. Leaf gradients are summed per leaf and written at the very end.
+void run_engine(std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs, bool retain_graph,
+                Capture* capture, std::string_view who) {
+  NoGradGuard no_grad;  // backward closures compute with ops; nothing they do is recorded
+  struct BackwardDepth {  // autograd::in_backward() is true until we return or throw
+    BackwardDepth() { ++g_backward_depth; }
+    ~BackwardDepth() { --g_backward_depth; }
+  } in_backward_scope;
+
+  const std::uint64_t run = next_run_id();
+  std::vector<Node*> visited;
+  struct Reset {
+    std::vector<Node*>& nodes;
+    ~Reset() {
+      for (Node* n : nodes) {
+        n->engine_run = 0;
+        n->engine_grad = Tensor();
       }
     }
+  } reset{visited};
+  auto visit = [&](Node* n) {
+    if (n->engine_run == run) return;
+    n->engine_run = run;
+    n->engine_deps = 0;
+    n->engine_grad = Tensor();
+    visited.push_back(n);
+  };
+
+  LeafGrads leaves;
+
+  // 1. Seed the outputs.
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    Tensor g = seed_gradient(outputs[i], i < grad_outputs.size() ? grad_outputs[i] : Tensor(), who);
+    if (Node* fn = outputs[i].impl()->grad_fn.get()) {
+      visit(fn);
+      add_grad(fn->engine_grad, std::move(g));
+    } else {
+      deliver_leaf(outputs[i].impl().get(), std::move(g), capture, leaves);  // backward() on a leaf: the seed
+    }
   }
 
-  // 3. Kahn's algorithm: a node runs once every consumer has delivered its gradient. Among ready nodes the
-  //    newest (highest id) goes first — the reverse of the forward order.
-  auto newer = [](Node* a, Node* b) { return a->id < b->id; };
-  std::priority_queue<Node*, std::vector<Node*>, decltype(newer)> ready(newer);
-  {
-    std::unordered_set<Node*> queued;
-    for (Node* r : roots)
-      if (deps[r] == 0 && queued.insert(r).second) ready.push(r);
-  }
+  // 2. Reach every node and count its incoming edges; `visited` doubles as the breadth-first queue.
+  for (std::size_t k = 0; k < visited.size(); ++k)
+    for (const Edge& e : visited[k]->next)
+      if (e.node) {
+        visit(e.node.get());
+        ++e.node->engine_deps;
+      }
 
+  // 3. Run the nodes. Only the seeded nodes can start with no pending consumer.
+  auto older = [](const Node* a, const Node* b) { return a->id < b->id; };  // max-heap on id: newest first
+  std::vector<Node*> ready;
+  for (Node* n : visited)
+    if (n->engine_deps == 0) ready.push_back(n);
+  std::make_heap(ready.begin(), ready.end(), older);
+
+  std::vector<bool> needs;
   std::size_t step = 0;
   while (!ready.empty()) {
-    Node* n = ready.top();
-    ready.pop();
-    Tensor g = std::move(pending[n]);
-    pending.erase(n);
+    std::pop_heap(ready.begin(), ready.end(), older);
+    Node* n = ready.back();
+    ready.pop_back();
+    Tensor g = std::move(n->engine_grad);
+    n->engine_grad = Tensor();
     if (n->released || !n->backward)
       fail("backward: trying to backward through the graph a second time (node '{}' #{}, output shape {}); its "
            "saved tensors were freed by the first backward. Pass retain_graph=true to the first backward() if you "
            "need to run backward twice",
            n->name, n->id, shape_str(n->shape));
-    g = run_hooks(n->hooks, g);
+    if (!n->hooks.empty()) g = run_hooks(n->hooks, std::move(g));
     if (capture) {
       auto it = capture->find(n);
       if (it != capture->end()) add_grad(it->second, g);
@@ -211,36 +306,54 @@ void run_engine(const std::vector<Tensor>& outputs, const std::vector<Tensor>& g
       accumulate_into(out->grad, g);
     }
 
-    std::vector<bool> needs(n->next.size());
+    needs.assign(n->next.size(), false);
     for (std::size_t i = 0; i < n->next.size(); ++i) needs[i] = n->next[i].active();
     std::vector<Tensor> grads = n->backward(g, needs);
     if (grads.size() != n->next.size())
       fail("backward of '{}' returned {} gradients for {} inputs", n->name, grads.size(), n->next.size());
     for (auto* obs : g_observers) obs->on_backward(*n, step, g, grads);
     ++step;
+    g = Tensor();  // let a gradient nobody else holds be handed on without a copy
 
     for (std::size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
       if (!e.active()) continue;
-      const Tensor& gi = grads[i];
+      Tensor& gi = grads[i];
       if (!gi.defined())
         fail("backward of '{}' returned no gradient for input {} (shape {}) which requires one", n->name, i,
              shape_str(n->input_shapes[i]));
-      if (gi.shape() != n->input_shapes[i])
+      const auto gs = gi.sizes();
+      if (!std::equal(gs.begin(), gs.end(), n->input_shapes[i].begin(), n->input_shapes[i].end()))
         fail("backward of '{}' returned a gradient of shape {} for input {} of shape {}", n->name,
              shape_str(gi.shape()), i, shape_str(n->input_shapes[i]));
+      const Dtype want = e.node ? e.node->dtype : (e.leaf->storage->index() == 0 ? kFloat32 : kFloat64);
+      if (gi.dtype() != want)
+        fail("backward of '{}' returned a {} gradient for input {} which is {}", n->name, gi.dtype(), i, want);
       if (e.node) {
-        add_grad(pending[e.node.get()], gi);
-        if (--deps[e.node.get()] == 0) ready.push(e.node.get());
+        add_grad(e.node->engine_grad, std::move(gi));
+        if (--e.node->engine_deps == 0) {
+          ready.push_back(e.node.get());
+          std::push_heap(ready.begin(), ready.end(), older);
+        }
       } else {
-        deliver_leaf(e.leaf, gi);
+        deliver_leaf(e.leaf.get(), std::move(gi), capture, leaves);
       }
     }
     if (!retain_graph) n->release();
   }
+  leaves.flush();
 }
 
 }  // namespace
+
+}  // namespace autograd
+
+void detail::backward_one(const Tensor& output, const Tensor& gradient, bool retain_graph) {
+  autograd::run_engine(std::span<const Tensor>(&output, 1), std::span<const Tensor>(&gradient, 1), retain_graph,
+                       nullptr, "backward");
+}
+
+namespace autograd {
 
 void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph) {
   if (!grad_outputs.empty() && grad_outputs.size() != outputs.size())
@@ -263,6 +376,13 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     capture.emplace(key, Tensor());
   }
   run_engine(outputs, grad_outputs, retain_graph, &capture, "autograd::grad");
+  // A leaf's hooks see its gradient here as in backward() (non-leaf hooks already ran in the engine).
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    TensorImpl* leaf = inputs[i].grad_fn() ? nullptr : inputs[i].impl().get();
+    const bool first = std::find(keys.begin(), keys.begin() + i, keys[i]) == keys.begin() + i;  // once per leaf
+    if (leaf && first && !leaf->hooks.empty())
+      if (Tensor& g = capture[leaf]; g.defined()) g = run_hooks(leaf->hooks, std::move(g));
+  }
   std::vector<Tensor> result;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     Tensor g = capture[keys[i]];

@@ -24,6 +24,9 @@ Shape keepdim_shape(const Shape& shape, const std::vector<std::size_t>& axes);
 /// The shape with the reduced axes removed.
 Shape reduced_shape(const Shape& shape, const std::vector<std::size_t>& axes);
 
+/// Tensor::backward without building vectors: runs the engine from one output.
+void backward_one(const Tensor& output, const Tensor& gradient, bool retain_graph);
+
 /// A new (unrecorded) tensor with a copy of t's data under another shape of the same size.
 Tensor reshaped_copy(const Tensor& t, const Shape& shape);
 

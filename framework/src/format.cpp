@@ -39,6 +39,21 @@ std::vector<std::ptrdiff_t> shown(std::size_t n, bool summarise) {
   return idx;
 }
 
+// The values a summarised print shows: the first and last kEdgeItems along every axis.
+void collect_shown(std::vector<double>& out, const std::vector<double>& v, const Shape& shape, std::size_t axis,
+                   std::size_t offset) {
+  std::size_t stride = 1;
+  for (std::size_t i = axis + 1; i < shape.size(); ++i) stride *= shape[i];
+  for (auto i : shown(shape[axis], true)) {
+    if (i < 0) continue;
+    const std::size_t off = offset + static_cast<std::size_t>(i) * stride;
+    if (axis + 1 == shape.size())
+      out.push_back(v[off]);
+    else
+      collect_shown(out, v, shape, axis + 1, off);
+  }
+}
+
 void format_axis(std::string& out, const std::vector<double>& v, const Shape& shape, std::size_t axis,
                  std::size_t offset, const NumberStyle& style, bool summarise, std::size_t indent) {
   std::size_t stride = 1;
@@ -56,7 +71,7 @@ void format_axis(std::string& out, const std::vector<double>& v, const Shape& sh
       }
     }
     if (idx[k] < 0) {
-      out += "...";
+      out += axis + 1 == shape.size() ? " ..." : "...";  // PyTorch: "2.,  ..., 7." within a row
       continue;
     }
     const std::size_t off = offset + static_cast<std::size_t>(idx[k]) * stride;
@@ -78,20 +93,29 @@ std::string to_string(const Tensor& t) {
   const std::vector<double> v = t.to_vector();
   const bool summarise = v.size() > kSummariseAbove;
 
+  // The number style is chosen from the elements that will be printed (PyTorch's rule):
+  // integers -> "3."; else scientific if max/min of the nonzero |values| > 1000, max > 1e8 or min < 1e-4;
+  // else fixed with 4 decimals. All are right-aligned to the widest.
+  std::vector<double> printed;
+  if (summarise)
+    collect_shown(printed, v, shape, 0, 0);
+  else
+    printed = v;
   NumberStyle style;
   bool all_int = true;
   double max_abs = 0, min_abs = INFINITY;
-  for (double x : v) {
+  for (double x : printed) {
     if (!std::isfinite(x)) continue;
     if (x != std::round(x)) all_int = false;
+    if (x == 0) continue;
     max_abs = std::max(max_abs, std::abs(x));
-    if (x != 0) min_abs = std::min(min_abs, std::abs(x));
+    min_abs = std::min(min_abs, std::abs(x));
   }
-  if (all_int && max_abs < 1e8)
-    style.kind = NumberStyle::Integer;
-  else if (max_abs >= 1e8 || (min_abs < 1e-4) || (max_abs / min_abs > 1e3 && max_abs > 1e3))
+  if (all_int)
+    style.kind = max_abs > 1e8 ? NumberStyle::Scientific : NumberStyle::Integer;
+  else if (max_abs > 1e8 || min_abs < 1e-4 || max_abs / min_abs > 1e3)
     style.kind = NumberStyle::Scientific;
-  for (double x : v) style.width = std::max(style.width, format_number(x, style).size());
+  for (double x : printed) style.width = std::max(style.width, format_number(x, style).size());
 
   std::string out = "tensor(";
   if (shape.empty()) {

@@ -66,6 +66,14 @@ GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor>& input
     for (std::size_t k = 0, n = out.numel(); k < n; ++k) s += a[k] * b[k];
     return s;
   };
+  auto project_all = [&](const Tensor& out) {
+    if (!out.defined() || out.dtype() != kFloat64 || out.shape() != y.shape())
+      fail("gradcheck: f returned {} on a perturbed input but {} (float64) at first; f must be deterministic",
+           out.defined() ? shape_str(out.shape()) : "an undefined tensor", shape_str(y.shape()));
+    std::vector<double> r;
+    for (const auto& v : probes) r.push_back(project(out, v));
+    return r;
+  };
   bool first = true;
   bool worst_bad = false;
   double worst_score = 0;
@@ -73,14 +81,15 @@ GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<Tensor>& input
     Tensor& x = leaves[checked[c]];
     double* px = x.data_ptr<double>();
     for (std::size_t e = 0, n = x.numel(); e < n; ++e) {
+      // Project each output right away: f may return (a view of) its input, whose data changes next.
       const double orig = px[e];
       px[e] = orig + opts.eps;
-      Tensor yp = f(leaves);
+      std::vector<double> plus = project_all(f(leaves));
       px[e] = orig - opts.eps;
-      Tensor ym = f(leaves);
+      std::vector<double> minus = project_all(f(leaves));
       px[e] = orig;
       for (std::size_t p = 0; p < probes.size(); ++p) {
-        const double num = (project(yp, probes[p]) - project(ym, probes[p])) / (2 * opts.eps);
+        const double num = (plus[p] - minus[p]) / (2 * opts.eps);
         const double ana = analytic[p][c].data_ptr<double>()[e];
         const double err = std::abs(ana - num);
         // How far past the tolerance this element is (NaN counts as infinitely far).

@@ -32,8 +32,9 @@ Tensor tanh(const Tensor& x) {
 }
 
 Tensor relu(const Tensor& x) {
-  // x · [x > 0]: the mask is a constant, so the gradient is the mask (0 at x = 0, as in PyTorch).
-  return mul(x, gt(x, 0.0).detach());
+  // x where x > 0, else 0: the gradient is the mask [x > 0] (0 at x = 0, as in PyTorch). Choosing rather than
+  // multiplying by the mask keeps negative inputs at +0 instead of -0.
+  return where(gt(x, 0.0), x, detail::scalar_like(0, x));
 }
 
 Tensor softmax(const Tensor& x, int axis) {

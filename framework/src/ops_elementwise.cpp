@@ -34,16 +34,52 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op) {
 }
 
 namespace {
-// Applies f(xarray a, xarray b) -> xtensor expression with broadcasting; checks dtypes and shapes first.
-template <class F>
-Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, F f) {
+// Applies a binary op elementwise with numpy broadcasting; checks dtypes and shapes first.
+//   fs(T, T) -> T      the scalar form, used by the fast paths: equal shapes, or one side a single element
+//                      (a 0-d scalar like the 2 of `x * 2`) — plain loops over contiguous memory that the
+//                      compiler vectorises;
+//   fe(xarray, xarray) the xtensor form, for every other broadcast.
+template <class FS, class FE>
+Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, FS fs, FE fe) {
   detail::check_same_dtype(a, b, op);
-  const Shape as = a.shape(), bs = b.shape();
-  if (as != bs) broadcast_shapes(as, bs, op);  // throws with both shapes when incompatible
   return dispatch(a.dtype(), [&](auto t) {
     using T = decltype(t);
-    return detail::wrap<T>(f(a.data<T>(), b.data<T>()));
+    const auto& xa = a.data<T>();
+    const auto& xb = b.data<T>();
+    const std::size_t n = xa.size();
+    if (a.same_shape(b)) {
+      auto out = xt::xarray<T>::from_shape(xa.shape());
+      const T* pa = xa.data();
+      const T* pb = xb.data();
+      T* po = out.data();
+      for (std::size_t i = 0; i < n; ++i) po[i] = fs(pa[i], pb[i]);
+      return Tensor(std::move(out));
+    }
+    if (xb.size() == 1 && xb.dimension() <= xa.dimension()) {  // tensor ⊕ scalar
+      auto out = xt::xarray<T>::from_shape(xa.shape());
+      const T* pa = xa.data();
+      const T s = xb.data()[0];
+      T* po = out.data();
+      for (std::size_t i = 0; i < n; ++i) po[i] = fs(pa[i], s);
+      return Tensor(std::move(out));
+    }
+    if (xa.size() == 1 && xa.dimension() <= xb.dimension()) {  // scalar ⊕ tensor
+      auto out = xt::xarray<T>::from_shape(xb.shape());
+      const T s = xa.data()[0];
+      const T* pb = xb.data();
+      T* po = out.data();
+      for (std::size_t i = 0, m = xb.size(); i < m; ++i) po[i] = fs(s, pb[i]);
+      return Tensor(std::move(out));
+    }
+    broadcast_shapes(a.shape(), b.shape(), op);  // throws with both shapes when incompatible
+    return detail::wrap<T>(fe(xa, xb));
   });
+}
+
+// The common case where the same generic lambda serves as scalar and xtensor form (+ - * /).
+template <class F>
+Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, F f) {
+  return binary_map(a, b, op, f, f);
 }
 
 template <class F>
@@ -53,11 +89,36 @@ Tensor unary_map(const Tensor& x, F f) {
     return detail::wrap<T>(f(x.data<T>()));
   });
 }
+
+// Applies f(x_i) elementwise with a plain loop into a new tensor of x's shape and dtype. f is called with a
+// value of the element type T, so it can use T-typed constants.
+template <class F>
+Tensor map_elements(const Tensor& x, F f) {
+  return dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const auto& a = x.data<T>();
+    auto out = xt::xarray<T>::from_shape(a.shape());
+    const T* pa = a.data();
+    T* po = out.data();
+    for (std::size_t i = 0, n = a.size(); i < n; ++i) po[i] = f(pa[i]);
+    return Tensor(std::move(out));
+  });
+}
+
+template <class T>
+T bound_or(std::optional<double> b, T fallback) {
+  return b ? static_cast<T>(*b) : fallback;
+}
 }  // namespace
 
 // ---- binary ------------------------------------------------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_map(a, b, "add", [](const auto& x, const auto& y) { return x + y; });
+  if (!any_requires_grad({a, b})) return out;
+  if (a.same_shape(b))  // no broadcast: the gradient passes through unchanged (and the closure captures nothing)
+    return record_op("add", out, {a, b}, [](const Tensor& g, const Needs& n) {
+      return Grads{n[0] ? g : Tensor(), n[1] ? g : Tensor()};
+    });
   return record_op("add", out, {a, b}, [as = a.shape(), bs = b.shape()](const Tensor& g, const Needs& n) {
     return Grads{n[0] ? sum_to(g, as) : Tensor(), n[1] ? sum_to(g, bs) : Tensor()};
   });
@@ -65,6 +126,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_map(a, b, "sub", [](const auto& x, const auto& y) { return x - y; });
+  if (!any_requires_grad({a, b})) return out;
   return record_op("sub", out, {a, b}, [as = a.shape(), bs = b.shape()](const Tensor& g, const Needs& n) {
     return Grads{n[0] ? sum_to(g, as) : Tensor(), n[1] ? sum_to(neg(g), bs) : Tensor()};
   });
@@ -90,8 +152,14 @@ namespace {
 // maximum/minimum share one derivative: the gradient goes to the winner, half to each on a tie.
 Tensor extremum(const Tensor& a, const Tensor& b, bool is_max) {
   const char* name = is_max ? "maximum" : "minimum";
-  Tensor out = is_max ? binary_map(a, b, name, [](const auto& x, const auto& y) { return xt::maximum(x, y); })
-                      : binary_map(a, b, name, [](const auto& x, const auto& y) { return xt::minimum(x, y); });
+  // Scalar forms: a NaN on either side wins, as in PyTorch.
+  Tensor out =
+      is_max ? binary_map(
+                   a, b, name, [](auto x, auto y) { return (x != x || x > y) ? x : y; },
+                   [](const auto& x, const auto& y) { return xt::maximum(x, y); })
+             : binary_map(
+                   a, b, name, [](auto x, auto y) { return (x != x || x < y) ? x : y; },
+                   [](const auto& x, const auto& y) { return xt::minimum(x, y); });
   return record_op(name, out, {a, b}, [a = a.detach(), b = b.detach(), is_max](const Tensor& g, const Needs& n) {
     Tensor wins_a = add(is_max ? gt(a, b) : lt(a, b), mul(eq(a, b), detail::scalar_like(0.5, a)));
     return Grads{n[0] ? sum_to(mul(g, wins_a), a.shape()) : Tensor(),
@@ -103,7 +171,9 @@ Tensor maximum(const Tensor& a, const Tensor& b) { return extremum(a, b, true); 
 Tensor minimum(const Tensor& a, const Tensor& b) { return extremum(a, b, false); }
 
 Tensor pow(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map(a, b, "pow", [](const auto& x, const auto& y) { return xt::pow(x, y); });
+  Tensor out = binary_map(
+      a, b, "pow", [](auto x, auto y) { return std::pow(x, y); },
+      [](const auto& x, const auto& y) { return xt::pow(x, y); });
   return record_op("pow", out, {a, b},
                    [a = a.detach(), b = b.detach(), out = out.detach()](const Tensor& g, const Needs& n) {
                      // d(a^b)/da = b·a^(b-1) ; d(a^b)/db = a^b·log(a)
@@ -177,44 +247,48 @@ Tensor rsqrt(const Tensor& x) {
 Tensor abs(const Tensor& x) {
   Tensor out = unary_map(x, [](const auto& a) { return xt::abs(a); });
   return record_op("abs", out, {x}, [x = x.detach()](const Tensor& g, const Needs&) {
-    return Grads{mul(g, unary_map(x, [](const auto& a) { return xt::sign(a); }))};  // sign(x), 0 at 0
+    // sign(x), 0 at 0
+    return Grads{mul(g, map_elements(x, [](auto v) { return static_cast<decltype(v)>((v > 0) - (v < 0)); }))};
   });
 }
 
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
   if (lo && hi && *lo > *hi) fail("clamp: min {} is greater than max {}", *lo, *hi);
-  Tensor out = unary_map(x, [&](const auto& a) {
-    using T = typename std::decay_t<decltype(a)>::value_type;
-    const T l = lo ? static_cast<T>(*lo) : -std::numeric_limits<T>::infinity();
-    const T h = hi ? static_cast<T>(*hi) : std::numeric_limits<T>::infinity();
-    return xt::minimum(xt::maximum(a, l), h);
+  // min(max(x, lo), hi); a NaN stays NaN
+  Tensor out = map_elements(x, [lo, hi](auto v) {
+    using T = decltype(v);
+    const T l = bound_or(lo, -std::numeric_limits<T>::infinity());
+    const T h = bound_or(hi, std::numeric_limits<T>::infinity());
+    return v < l ? l : (v > h ? h : v);
   });
   return record_op("clamp", out, {x}, [x = x.detach(), lo, hi](const Tensor& g, const Needs&) {
-    // 1 where lo <= x <= hi, else 0
-    Tensor inside = unary_map(x, [&](const auto& a) {
-      using T = typename std::decay_t<decltype(a)>::value_type;
-      const T l = lo ? static_cast<T>(*lo) : -std::numeric_limits<T>::infinity();
-      const T h = hi ? static_cast<T>(*hi) : std::numeric_limits<T>::infinity();
-      return xt::cast<T>(a >= l && a <= h);
+    // 1 where lo <= x <= hi (the bounds included, as in PyTorch), else 0
+    Tensor inside = map_elements(x, [lo, hi](auto v) {
+      using T = decltype(v);
+      const T l = bound_or(lo, -std::numeric_limits<T>::infinity());
+      const T h = bound_or(hi, std::numeric_limits<T>::infinity());
+      return static_cast<T>(v >= l && v <= h);
     });
     return Grads{mul(g, inside)};
   });
 }
 
 // ---- comparisons and where ---------------------------------------------------------------------------------
-#define XG_COMPARISON(NAME, EXPR)                                                                   \
+#define XG_COMPARISON(NAME, SCALAR, EXPR)                                                          \
   Tensor NAME(const Tensor& a, const Tensor& b) {                                                   \
-    return binary_map(a, b, #NAME, [](const auto& x, const auto& y) {                               \
-      using T = typename std::decay_t<decltype(x)>::value_type;                                     \
-      return xt::cast<T>(EXPR);                                                                     \
-    });                                                                                             \
+    return binary_map(                                                                              \
+        a, b, #NAME, [](auto x, auto y) { return static_cast<decltype(x)>(SCALAR); },               \
+        [](const auto& x, const auto& y) {                                                          \
+          using T = typename std::decay_t<decltype(x)>::value_type;                                 \
+          return xt::cast<T>(EXPR);                                                                 \
+        });                                                                                         \
   }
-XG_COMPARISON(eq, xt::equal(x, y))
-XG_COMPARISON(ne, xt::not_equal(x, y))
-XG_COMPARISON(lt, x < y)
-XG_COMPARISON(le, x <= y)
-XG_COMPARISON(gt, x > y)
-XG_COMPARISON(ge, x >= y)
+XG_COMPARISON(eq, x == y, xt::equal(x, y))
+XG_COMPARISON(ne, x != y, xt::not_equal(x, y))
+XG_COMPARISON(lt, x < y, x < y)
+XG_COMPARISON(le, x <= y, x <= y)
+XG_COMPARISON(gt, x > y, x > y)
+XG_COMPARISON(ge, x >= y, x >= y)
 #undef XG_COMPARISON
 Tensor gt(const Tensor& a, double b) { return gt(a, detail::scalar_like(b, a)); }
 Tensor lt(const Tensor& a, double b) { return lt(a, detail::scalar_like(b, a)); }

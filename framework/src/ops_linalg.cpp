@@ -40,6 +40,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const std::size_t ka = as.back(), kb = bs.size() == 1 ? bs[0] : bs[bs.size() - 2];
   if (ka != kb) fail("matmul: cannot multiply {} by {}", shape_str(as), shape_str(bs));
   // numpy's 1-d rules: a vector on the left is a row, on the right a column; the extra axis is removed after.
+  if (as.size() == 1 && bs.size() == 1) return reshape(matmul(unsqueeze(a, 0), unsqueeze(b, 1)), {});  // dot
   if (as.size() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
   if (bs.size() == 1) return squeeze(matmul(a, unsqueeze(b, -1)), -1);
   // Broadcast the batch axes, then one GEMM per batch entry.

@@ -3,13 +3,15 @@
 // Design: one global pool with get_num_threads()-1 workers. A call publishes a job (fn, range, number of
 // pieces), bumps an epoch counter and runs piece 0 itself; worker i runs piece i. Every worker acknowledges
 // every epoch (decrements `pending_`), so the caller may overwrite the job fields as soon as pending_ hits 0.
-// Waiting is a short spin (the kernels issue calls back to back) followed by a futex-style
-// std::atomic::wait, so idle workers cost nothing on a shared machine.
+// Waiting is a short spin (the kernels issue calls back to back) followed by a condition-variable wait, so
+// idle workers cost nothing on a shared machine. Every worker starts from epoch 0 (the value at
+// construction), never from a value it loads itself: a worker that starts late must still see job 1.
 #include "xgrad/parallel.h"
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
@@ -57,13 +59,16 @@ class Pool {
  public:
   explicit Pool(int nthreads) : errors_(static_cast<std::size_t>(nthreads)) {
     workers_.reserve(static_cast<std::size_t>(nthreads - 1));
-    for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this, i] { worker_loop(i, 0); });
   }
 
   ~Pool() {
-    stop_.store(true, std::memory_order_relaxed);
-    epoch_.fetch_add(1, std::memory_order_release);
-    epoch_.notify_all();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_.store(true, std::memory_order_relaxed);
+      epoch_.fetch_add(1, std::memory_order_release);
+    }
+    cv_work_.notify_all();
     for (auto& t : workers_) t.join();
   }
 
@@ -80,14 +85,17 @@ class Pool {
     pieces_ = pieces;
     for (auto& e : errors_) e = nullptr;
     pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    epoch_.fetch_add(1, std::memory_order_release);
-    epoch_.notify_all();
+    {
+      std::lock_guard<std::mutex> lk(mu_);  // a worker between its check and its wait holds mu_: no lost wake-up
+      epoch_.fetch_add(1, std::memory_order_release);
+    }
+    cv_work_.notify_all();
 
     run_piece(0);
 
     if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; }, 200)) {
-      for (int p = pending_.load(std::memory_order_acquire); p != 0; p = pending_.load(std::memory_order_acquire))
-        pending_.wait(p, std::memory_order_acquire);
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_done_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
     }
     fn_ = nullptr;
     for (auto& e : errors_)
@@ -109,18 +117,19 @@ class Pool {
     }
   }
 
-  void worker_loop(int index) {
-    std::uint32_t seen = epoch_.load(std::memory_order_acquire);
+  void worker_loop(int index, std::uint32_t seen) {
     for (;;) {
       if (!spin_until([&] { return epoch_.load(std::memory_order_acquire) != seen; }, 100)) {
-        for (std::uint32_t e = epoch_.load(std::memory_order_acquire); e == seen;
-             e = epoch_.load(std::memory_order_acquire))
-          epoch_.wait(seen, std::memory_order_acquire);
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_work_.wait(lk, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
       }
       seen = epoch_.load(std::memory_order_acquire);
       if (stop_.load(std::memory_order_relaxed)) return;
       run_piece(static_cast<std::size_t>(index));
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lk(mu_);  // the caller checks pending_ under mu_ before it sleeps
+        cv_done_.notify_one();
+      }
     }
   }
 
@@ -132,6 +141,9 @@ class Pool {
   std::atomic<std::uint32_t> epoch_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex mu_;                    // only for the blocking (non-spinning) waits
+  std::condition_variable cv_work_;  // workers: a new epoch was published
+  std::condition_variable cv_done_;  // caller: pending_ reached 0
 };
 
 int default_num_threads() {

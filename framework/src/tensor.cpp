@@ -6,6 +6,7 @@
 
 #include <xtensor/xbuilder.hpp>
 
+#include "detail.h"
 #include "xgrad/autograd.h"
 #include "xgrad/ops.h"
 
@@ -56,6 +57,14 @@ Dtype Tensor::dtype() const { return checked().storage->index() == 0 ? Dtype::Fl
 
 Shape Tensor::shape() const {
   return std::visit([](const auto& a) { return Shape(a.shape().begin(), a.shape().end()); }, *checked().storage);
+}
+std::span<const std::size_t> Tensor::sizes() const {
+  return std::visit([](const auto& a) { return std::span<const std::size_t>(a.shape().data(), a.shape().size()); },
+                    *checked().storage);
+}
+bool Tensor::same_shape(const Tensor& other) const {
+  const auto a = sizes(), b = other.sizes();
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
 }
 std::size_t Tensor::ndim() const {
   return std::visit([](const auto& a) { return a.dimension(); }, *checked().storage);
@@ -127,7 +136,7 @@ void Tensor::zero_grad(bool set_to_none) {
 }
 
 void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
-  autograd::backward({*this}, {gradient}, retain_graph);
+  detail::backward_one(*this, gradient, retain_graph);
 }
 
 void Tensor::retain_grad() {
@@ -158,6 +167,8 @@ std::shared_ptr<Node> Tensor::grad_fn() const { return checked().grad_fn; }
 Tensor& Tensor::set_label(std::string label) {
   checked();
   impl_->label = std::move(label);
+  // The node remembers it too: graph export and anomaly messages can still name the op once this tensor is gone.
+  if (impl_->grad_fn) impl_->grad_fn->created_by = impl_->label;
   return *this;
 }
 const std::string& Tensor::label() const { return checked().label; }
@@ -252,6 +263,10 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool re
   xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
   std::copy(values.begin(), values.end(), a.begin());
   return Tensor(std::move(a), requires_grad);
+}
+
+Tensor from_vector(std::initializer_list<double> values, const Shape& shape, Dtype dtype, bool requires_grad) {
+  return from_vector(std::vector<double>(values), shape, dtype, requires_grad);
 }
 
 Tensor tensor(std::initializer_list<double> values, Dtype dtype, bool requires_grad) {

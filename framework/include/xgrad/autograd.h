@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,7 +43,20 @@ struct Node {
   bool released = false;               // saved tensors freed by a backward without retain_graph
   std::vector<GradHook> hooks;         // hooks registered on the output tensor
   std::weak_ptr<TensorImpl> output;    // the output tensor while it is alive (retain_grad, labels, values)
-  std::string created_by;              // label of the output at creation, if any (anomaly messages)
+  std::string created_by;              // label of the output (set_label), kept after the output is gone
+
+  // Scratch space of the engine, meaningful only while a backward() runs over this node (autograd.cpp):
+  // which run last visited it, how many consumers still owe it a gradient, and the gradient summed so far.
+  std::uint64_t engine_run = 0;
+  std::size_t engine_deps = 0;
+  Tensor engine_grad;
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  /// Destroys the chain of nodes only this one keeps alive with a loop instead of recursion, so dropping the
+  /// last tensor of a 100,000-op chain cannot overflow the stack.
+  ~Node();
 
   /// Frees the saved tensors (the closure) but keeps the structure, so a second backward can say what
   /// happened instead of crashing.
@@ -69,9 +83,12 @@ class NoGradGuard {
 /// an input requires grad, records a Node with `backward` and marks `out` as requiring grad.
 /// Writing your own op is shown in docs/custom-ops.md and examples/custom_op.cpp.
 Tensor record_op(std::string_view name, Tensor out, const std::vector<Tensor>& inputs, BackwardFn backward);
+/// The same for a braced list of inputs, `record_op("mul", out, {a, b}, ...)`, without building a vector.
+Tensor record_op(std::string_view name, Tensor out, std::initializer_list<Tensor> inputs, BackwardFn backward);
 
 /// True if any input requires grad and grad mode is on (then an op must record).
 bool any_requires_grad(const std::vector<Tensor>& inputs);
+bool any_requires_grad(std::initializer_list<Tensor> inputs);
 
 namespace autograd {
 
@@ -99,6 +116,9 @@ struct Observer {
 /// Adds/removes an observer (not owned). Scope guards in trace.h do this for you.
 void add_observer(Observer* obs);
 void remove_observer(Observer* obs);
+/// True while the engine runs backward on this thread. The ops a backward closure computes with call
+/// on_forward too; observers use this to tell them from the model's forward ops.
+bool in_backward();
 
 }  // namespace autograd
 }  // namespace xg

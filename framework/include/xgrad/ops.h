@@ -106,7 +106,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 // ---- composites (built from the primitives above) ---------------------------------------------------
 Tensor sigmoid(const Tensor& x);               // 1/(1+exp(-x)), computed stably
 Tensor tanh(const Tensor& x);                  // 2·sigmoid(2x) - 1
-Tensor relu(const Tensor& x);                  // maximum(x, 0) with gradient 0 at 0 (PyTorch's convention)
+Tensor relu(const Tensor& x);                  // where(x > 0, x, 0): gradient 1 for x > 0, else 0 (also at 0)
 Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
 Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))
 Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim = false);

@@ -5,13 +5,14 @@
 //
 // Storage: one contiguous row-major xt::xarray<float> or xt::xarray<double>. Only detach() shares it (as in
 // PyTorch); reshape/transpose/narrow return new contiguous tensors — xgrad has no strided views, a deliberate
-// simplification documented in docs/tensors-and-autograd.md.
+// simplification documented in docs/tensors.md.
 #pragma once
 
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -59,6 +60,11 @@ class Tensor {
   // ---- metadata -------------------------------------------------------------------------------------
   Dtype dtype() const;
   Shape shape() const;
+  /// The shape as a view into the tensor's own metadata (no allocation; valid while the tensor is alive and
+  /// not reshaped). For hot paths, where shape() would allocate a vector.
+  std::span<const std::size_t> sizes() const;
+  /// True if both tensors have the same shape (no allocation).
+  bool same_shape(const Tensor& other) const;
   std::size_t ndim() const;
   std::size_t numel() const;
   /// Size of one axis (negative counts from the end).
@@ -180,6 +186,9 @@ Tensor eye(std::size_t n, std::optional<std::size_t> m = std::nullopt, Dtype dty
 Tensor from_vector(const std::vector<double>& values, const Shape& shape, Dtype dtype = kFloat32,
                    bool requires_grad = false);
 Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool requires_grad = false);
+/// The same for a braced list: `xg::from_vector({1, 2, 3, 4}, {2, 2})`.
+Tensor from_vector(std::initializer_list<double> values, const Shape& shape, Dtype dtype = kFloat32,
+                   bool requires_grad = false);
 /// A 1-d tensor from a list: `xg::tensor({1, 2, 3})`.
 Tensor tensor(std::initializer_list<double> values, Dtype dtype = kFloat32, bool requires_grad = false);
 /// A 2-d tensor from nested lists: `xg::tensor({{1, 2}, {3, 4}})`; rows must have equal lengths.

@@ -1,13 +1,16 @@
 // xgrad/xgrad.h — the one header users include: tensors, autograd, ops, layers, optimizers.
 #pragma once
 
+#include "xgrad/anomaly.h"
 #include "xgrad/autograd.h"
 #include "xgrad/common.h"
 #include "xgrad/gradcheck.h"
+#include "xgrad/graph.h"
 #include "xgrad/ops.h"
 #include "xgrad/random.h"
 #include "xgrad/serialize.h"
 #include "xgrad/tensor.h"
+#include "xgrad/trace.h"
 #if __has_include("xgrad/parallel.h")
 #include "xgrad/parallel.h"
 #endif

@@ -14,6 +14,16 @@
 //   S > 1  ("runs"): a channel is N strided runs of S contiguous values; vectorise along S.
 //   S == 1 ("cols"): [N, C], channels are the contiguous axis; vectorise across a block of channels and
 //                    reduce down the rows.
+// Floating-point contraction OFF for this file (g++ contracts a*b+c into an FMA by default, even in ISO
+// mode, and decides per inlining context). The kernels ask for FMAs explicitly (xsimd::fma, std::fma), and
+// everything else must round the same way whichever driver (fused / split / inline) inlined it: that is what
+// makes the results bit-identical for any thread count. Must precede every include.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
 #include "xgrad/kernels/batchnorm.h"
 
 // GCC 12 reports a false -Wmaybe-uninitialized inside xsimd's AVX-512 hadd (_mm256_undefined_pd) at every
@@ -30,6 +40,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "xgrad/parallel.h"
@@ -53,6 +64,11 @@ BnMoments bn_combine(const BnMoments& a, const BnMoments& b) {
   return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.count * fb};
 }
 
+// Combine for the backward sums: addition.
+BnGradSums bn_grad_combine(const BnGradSums& a, const BnGradSums& b) {
+  return {a.sum_dy + b.sum_dy, a.sum_dy_xc + b.sum_dy_xc, a.sum_xc + b.sum_xc};
+}
+
 namespace {
 
 // =============================================================================================================
@@ -65,6 +81,37 @@ template <class T>
 constexpr std::size_t kW = V<T>::size;
 
 constexpr std::size_t kAlign = xsimd::default_arch::alignment();
+
+// Fused multiply-add a*b + c with one rounding. xsimd 8.1 has no FMA kernel for AVX-512 (it computes a*b + c,
+// which this file's fp-contract=off leaves as two roundings), so call the instruction; the scalar tails use
+// std::fma, so a value gets the same bits whether it falls in a vector body or in a tail.
+template <class T>
+inline V<T> vfma(const V<T>& a, const V<T>& b, const V<T>& c) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V<T>) == 64) {
+    if constexpr (std::is_same_v<T, float>) return _mm512_fmadd_ps(a, b, c); else return _mm512_fmadd_pd(a, b, c);
+  }
+#endif
+#if defined(__FMA__)
+  if constexpr (sizeof(V<T>) == 32) {
+    if constexpr (std::is_same_v<T, float>) return _mm256_fmadd_ps(a, b, c); else return _mm256_fmadd_pd(a, b, c);
+  }
+  if constexpr (sizeof(V<T>) == 16) {
+    if constexpr (std::is_same_v<T, float>) return _mm_fmadd_ps(a, b, c); else return _mm_fmadd_pd(a, b, c);
+  }
+#endif
+  return xsimd::fma(a, b, c);  // no FMA unit: a*b + c
+}
+
+// Software prefetch into L2 (one per 64-byte line = one batch). The runs of a channel sit C*S values apart —
+// usually a multiple of 4 KiB, which the hardware prefetchers do not follow and which makes them collide in
+// the same cache sets — so the kernels fetch ahead themselves: the next chunk during the statistics pass,
+// the next row and the next channel block during the elementwise pass.
+template <class T>
+inline void prefetch_l2(const T* p) {
+  __builtin_prefetch(p, 0, 2);
+}
+constexpr std::size_t kAheadBytes = 4096;  // statistics pass: prefetch distance along each row stream
 
 // Non-temporal (streaming) store of one full batch to an aligned address: the line is written without being
 // read first (no read-for-ownership), which saves a third of the DRAM traffic of a large output. xsimd 8.1
@@ -92,6 +139,51 @@ inline void stream_fence() {
 #endif
 }
 
+// Visit the len values of one run: full batches through vec(i, slot), where slot (0..3, a compile-time
+// constant) picks one of four independent accumulators so consecutive batches do not wait on each other,
+// then the last len % W values through tail(i). NV > 0 means len == NV*W is known at compile time: the loop
+// is fully unrolled with no remainder (small spatial sizes — 8x8 — would otherwise pay a loop set-up per run
+// of four batches). NV == 0 handles any len. The path taken depends on the shape only.
+template <int J>
+using Slot = std::integral_constant<int, J>;
+
+template <class T, int NV, class Vec, class Tail>
+[[gnu::always_inline]] inline void visit_run(std::size_t len, Vec&& vec, Tail&& tail) {
+  constexpr std::size_t w = kW<T>;
+  if constexpr (NV > 0) {
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      (vec(J * w, Slot<int(J % 4)>{}), ...);
+    }(std::make_index_sequence<NV>{});
+  } else {
+    const std::size_t vlen = len - len % w;
+    std::size_t i = 0;
+    for (; i + 4 * w <= vlen; i += 4 * w) {
+      vec(i, Slot<0>{});
+      vec(i + w, Slot<1>{});
+      vec(i + 2 * w, Slot<2>{});
+      vec(i + 3 * w, Slot<3>{});
+    }
+    for (; i < vlen; i += w) vec(i, Slot<0>{});
+    for (; i < len; ++i) tail(i);
+  }
+}
+
+// Call f(Slot<NV>) with the compile-time batch count of a run of len values (1, 2, 4 or 8 batches), or
+// Slot<0> (generic loop) for any other length.
+template <class T, class F>
+[[gnu::always_inline]] inline void dispatch_nv(std::size_t len, F&& f) {
+  if (len % kW<T> == 0) {
+    switch (len / kW<T>) {
+      case 1: f(Slot<1>{}); return;
+      case 2: f(Slot<2>{}); return;
+      case 4: f(Slot<4>{}); return;
+      case 8: f(Slot<8>{}); return;
+      default: break;
+    }
+  }
+  f(Slot<0>{});
+}
+
 // Outputs at least this large are written with streaming stores: they cannot stay in cache anyway, and the
 // caller's next reader would find them in DRAM either way. Smaller outputs stay cached for the next layer.
 constexpr std::size_t kStreamBytes = std::size_t(4) << 20;
@@ -114,24 +206,37 @@ struct Blocking {
   std::size_t piece = 1;   // values of S per chunk (S > 1)
   std::size_t rpg = 1;     // rows per group (a multiple of k)
   std::size_t G = 1;       // groups along N
-  std::size_t cb = 1;      // channels per column block (S == 1)
-  std::size_t units = 0;   // work units along C: channels (S > 1) or column blocks (S == 1)
+  std::size_t cb = 1;      // channels per work unit (a block of adjacent channels)
+  std::size_t units = 0;   // work units along C: ceil(C / cb)
 };
 
+// nt (threads) only shapes the channel blocks of the S > 1 layout, which never changes any channel's
+// arithmetic; everything that does (chunks, groups, and the S == 1 column blocks, whose lane positions
+// matter) depends on the shape alone.
 template <class T>
-Blocking make_blocking(const BnDims& d) {
+Blocking make_blocking(const BnDims& d, std::size_t nt) {
   Blocking b;
   const std::size_t lmax = kChunkBytes / sizeof(T);
   if (d.S == 1) {
     b.cb = 4 * kW<T>;                       // 4 vectors of channels per block
-    b.units = (d.C + b.cb - 1) / b.cb;
     b.k = 64;                               // rows per chunk: each lane sums <= 64 values before going to double
-  } else if (d.S <= lmax) {
-    b.units = d.C;
-    b.piece = d.S;
-    b.k = std::max<std::size_t>(1, lmax / d.S);
   } else {
-    b.units = d.C;
+    // S > 1: blocks of adjacent channels, so a row of a block (cb*S values) is one contiguous stretch of
+    // >= 4096 values: both passes then stream through memory (k rows = k sequential streams) instead of
+    // hopping between short runs C*S apart, whose loads would also alias (4 KiB apart) the stores just made.
+    // Capped so the threads get >= 4 blocks.
+    const std::size_t want = (4096 + d.S - 1) / d.S;
+    const std::size_t cap = std::max<std::size_t>(1, d.C / (4 * std::max<std::size_t>(1, nt)));
+    b.cb = std::clamp<std::size_t>(std::min(want, cap), 1, 4 * kW<T>);
+  }
+  b.units = (d.C + b.cb - 1) / b.cb;
+  if (d.S == 1) {
+  } else if (d.S <= lmax) {
+    b.piece = d.S;
+    // at most 8 rows: runs sit C*S apart, often a multiple of 4 KiB, so all k runs of a chunk fall into the
+    // same L1 sets; 8 rows keep the chunk within L1's 8 ways for pass B
+    b.k = std::clamp<std::size_t>(lmax / d.S, 1, 8);
+  } else {
     const std::size_t npieces = (d.S + lmax - 1) / lmax;
     const std::size_t p = (d.S + npieces - 1) / npieces;
     b.piece = (p + kW<T> - 1) / kW<T> * kW<T>;
@@ -155,53 +260,48 @@ Blocking make_blocking(const BnDims& d) {
 //   -> count n,  mean = K + Sd/n,  M2 = Sdd - Sd^2/n  (the shifted-data identity, exact in real arithmetic;
 //      with K within a few std of the mean the subtraction loses nothing). A constant chunk gives d = x - K
 //      exactly, hence mean == x exactly and M2 == 0.
-template <class T>
-BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, std::size_t len) {
-  constexpr std::size_t w = kW<T>;
-  const std::size_t vlen = len - len % w;
-  V<T> a0(T(0)), a1(T(0));
+// pf: the next chunk of this channel (same shape: nrows runs of len, `stride` apart), prefetched during
+// pass A, or nullptr.
+template <class T, int NV>
+BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, std::size_t len, const T* pf) {
+  const V<T> zero(T(0));
+  V<T> a[4] = {zero, zero, zero, zero};  // pass A: independent accumulators keep several first-touch loads in flight
   T at = 0;
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* q = p + r * stride;
-    std::size_t i = 0;
-    for (; i + 2 * w <= vlen; i += 2 * w) {
-      a0 += V<T>::load_unaligned(q + i);
-      a1 += V<T>::load_unaligned(q + i + w);
-    }
-    if (i < vlen) a0 += V<T>::load_unaligned(q + i);
-    for (i = vlen; i < len; ++i) at += q[i];
+    const T* f = pf ? pf + r * stride : nullptr;
+    visit_run<T, NV>(
+        len,
+        [&](std::size_t i, auto slot) {
+          if (f) prefetch_l2(f + i);
+          a[slot] += V<T>::load_unaligned(q + i);
+        },
+        [&](std::size_t i) { at += q[i]; });
   }
   const double n = double(nrows) * double(len);
-  const T K = T((double(xsimd::hadd(a0 + a1)) + double(at)) / n);
+  const T K = T((double(xsimd::hadd((a[0] + a[1]) + (a[2] + a[3]))) + double(at)) / n);
 
-  const V<T> kv(K);
-  V<T> s0(T(0)), s1(T(0)), q0(T(0)), q1(T(0));
+  const V<T> kv(K);  // pass B (the chunk is in L1 now): shifted sums
+  V<T> sd[4] = {zero, zero, zero, zero}, sq[4] = {zero, zero, zero, zero};
   T st = 0, qt = 0;
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* q = p + r * stride;
-    std::size_t i = 0;
-    for (; i + 2 * w <= vlen; i += 2 * w) {
-      const V<T> d0 = V<T>::load_unaligned(q + i) - kv;
-      const V<T> d1 = V<T>::load_unaligned(q + i + w) - kv;
-      s0 += d0;
-      s1 += d1;
-      q0 = xsimd::fma(d0, d0, q0);
-      q1 = xsimd::fma(d1, d1, q1);
-    }
-    if (i < vlen) {
-      const V<T> d0 = V<T>::load_unaligned(q + i) - kv;
-      s0 += d0;
-      q0 = xsimd::fma(d0, d0, q0);
-    }
-    for (i = vlen; i < len; ++i) {
-      const T dd = q[i] - K;
-      st += dd;
-      qt = std::fma(dd, dd, qt);
-    }
+    visit_run<T, NV>(
+        len,
+        [&](std::size_t i, auto slot) {
+          const V<T> dd = V<T>::load_unaligned(q + i) - kv;
+          sd[slot] += dd;
+          sq[slot] = vfma(dd, dd, sq[slot]);
+        },
+        [&](std::size_t i) {
+          const T dd = q[i] - K;
+          st += dd;
+          qt = std::fma(dd, dd, qt);
+        });
   }
-  const double sd = double(xsimd::hadd(s0 + s1)) + double(st);
-  const double sdd = double(xsimd::hadd(q0 + q1)) + double(qt);
-  return {n, double(K) + sd / n, std::max(0.0, sdd - sd * sd / n)};
+  const double sdsum = double(xsimd::hadd((sd[0] + sd[1]) + (sd[2] + sd[3]))) + double(st);
+  const double sqsum = double(xsimd::hadd((sq[0] + sq[1]) + (sq[2] + sq[3]))) + double(qt);
+  return {n, double(K) + sdsum / n, std::max(0.0, sqsum - sdsum * sdsum / n)};
 }
 
 // Forward, S == 1. Chunk = nrows rows x cw (<= 4 vectors + tail) channels starting at p, rows `stride`
@@ -224,7 +324,7 @@ void chunk_moments_cols_vec(const T* p, std::size_t nrows, std::size_t stride, B
     for (int j = 0; j < NV; ++j) {
       const V<T> dd = V<T>::load_unaligned(p + r * stride + j * w) - K[j];
       s[j] += dd;
-      q[j] = xsimd::fma(dd, dd, q[j]);
+      q[j] = vfma(dd, dd, q[j]);
     }
   alignas(kAlign) T kb[w], sb[w], qb[w];
   const double n = double(nrows);
@@ -267,101 +367,111 @@ void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::
   }
 }
 
-// Backward local sums of one chunk: sum dy and sum dy*xhat with xhat = (x - mean)*invstd, computed in the
-// forward's operation order. With want_xhat == false only sum dy is formed (x is not read).
-struct GradSums {
-  double dy = 0;
-  double dyx = 0;
-};
+// Backward local sums of one chunk, with xc = x - mean (mean = save_mean, rounded to T):
+//   sum dy,  sum dy*xc,  sum xc
+// (sum dy*xhat = invstd*(sum dy*xc - delta*sum dy) with delta = mean(xc) is formed in the finish step, after
+// all chunks are combined; delta re-centres on the exact batch mean). With want_x == false only sum dy is
+// formed and x is not read.
+using GradSums = BnGradSums;
 
-template <class T>
+// pf_off: offset (in values) of the next chunk of this channel, prefetched as we go, or 0.
+template <class T, int NV>
 GradSums chunk_grad_sums_runs(const T* dy, const T* x, std::size_t nrows, std::size_t stride, std::size_t len,
-                              T mean, T invstd, bool want_xhat) {
-  constexpr std::size_t w = kW<T>;
-  const std::size_t vlen = len - len % w;
-  V<T> s0(T(0)), s1(T(0)), t0(T(0)), t1(T(0));
-  T st = 0, tt = 0;
-  const V<T> mv(mean), iv(invstd);
+                              T mean, bool want_x, std::size_t pf_off) {
+  const V<T> zero(T(0)), mv(mean);
+  V<T> s[4] = {zero, zero, zero, zero}, t[4] = {zero, zero, zero, zero}, u[4] = {zero, zero, zero, zero};
+  T st = 0, tt = 0, ut = 0;
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* g = dy + r * stride;
     const T* q = x + r * stride;
-    std::size_t i = 0;
-    if (want_xhat) {
-      for (; i + 2 * w <= vlen; i += 2 * w) {
-        const V<T> g0 = V<T>::load_unaligned(g + i), g1 = V<T>::load_unaligned(g + i + w);
-        const V<T> h0 = (V<T>::load_unaligned(q + i) - mv) * iv;
-        const V<T> h1 = (V<T>::load_unaligned(q + i + w) - mv) * iv;
-        s0 += g0;
-        s1 += g1;
-        t0 = xsimd::fma(g0, h0, t0);
-        t1 = xsimd::fma(g1, h1, t1);
-      }
-      if (i < vlen) {
-        const V<T> g0 = V<T>::load_unaligned(g + i);
-        s0 += g0;
-        t0 = xsimd::fma(g0, (V<T>::load_unaligned(q + i) - mv) * iv, t0);
-      }
-      for (i = vlen; i < len; ++i) {
-        st += g[i];
-        tt = std::fma(g[i], (q[i] - mean) * invstd, tt);
-      }
+    if (want_x) {
+      visit_run<T, NV>(
+          len,
+          [&](std::size_t i, auto slot) {
+            if (pf_off) {
+              prefetch_l2(g + pf_off + i);
+              prefetch_l2(q + pf_off + i);
+            }
+            const V<T> gv = V<T>::load_unaligned(g + i), h = V<T>::load_unaligned(q + i) - mv;
+            s[slot] += gv;
+            t[slot] = vfma(gv, h, t[slot]);
+            u[slot] += h;
+          },
+          [&](std::size_t i) {
+            const T h = q[i] - mean;
+            st += g[i];
+            tt = std::fma(g[i], h, tt);
+            ut += h;
+          });
     } else {
-      for (; i + 2 * w <= vlen; i += 2 * w) {
-        s0 += V<T>::load_unaligned(g + i);
-        s1 += V<T>::load_unaligned(g + i + w);
-      }
-      if (i < vlen) s0 += V<T>::load_unaligned(g + i);
-      for (i = vlen; i < len; ++i) st += g[i];
+      visit_run<T, NV>(
+          len,
+          [&](std::size_t i, auto slot) {
+            if (pf_off) prefetch_l2(g + pf_off + i);
+            s[slot] += V<T>::load_unaligned(g + i);
+          },
+          [&](std::size_t i) { st += g[i]; });
     }
   }
-  return {double(xsimd::hadd(s0 + s1)) + double(st), double(xsimd::hadd(t0 + t1)) + double(tt)};
+  return {double(xsimd::hadd((s[0] + s[1]) + (s[2] + s[3]))) + double(st),
+          double(xsimd::hadd((t[0] + t[1]) + (t[2] + t[3]))) + double(tt),
+          double(xsimd::hadd((u[0] + u[1]) + (u[2] + u[3]))) + double(ut)};
 }
 
 template <class T, int NV>
 void chunk_grad_sums_cols_vec(const T* dy, const T* x, std::size_t nrows, std::size_t stride, const T* mean,
-                              const T* invstd, bool want_xhat, GradSums* out) {
+                              bool want_x, GradSums* out) {
   constexpr std::size_t w = kW<T>;
-  V<T> s[NV], t[NV], mv[NV], iv[NV];
+  V<T> s[NV], t[NV], u[NV], mv[NV];
   for (int j = 0; j < NV; ++j) {
     s[j] = V<T>(T(0));
     t[j] = V<T>(T(0));
+    u[j] = V<T>(T(0));
     mv[j] = V<T>::load_unaligned(mean + j * w);
-    iv[j] = V<T>::load_unaligned(invstd + j * w);
   }
   for (std::size_t r = 0; r < nrows; ++r)
     for (int j = 0; j < NV; ++j) {
       const V<T> g = V<T>::load_unaligned(dy + r * stride + j * w);
       s[j] += g;
-      if (want_xhat) t[j] = xsimd::fma(g, (V<T>::load_unaligned(x + r * stride + j * w) - mv[j]) * iv[j], t[j]);
+      if (want_x) {
+        const V<T> h = V<T>::load_unaligned(x + r * stride + j * w) - mv[j];
+        t[j] = vfma(g, h, t[j]);
+        u[j] += h;
+      }
     }
-  alignas(kAlign) T sb[w], tb[w];
+  alignas(kAlign) T sb[w], tb[w], ub[w];
   for (int j = 0; j < NV; ++j) {
     s[j].store_aligned(sb);
     t[j].store_aligned(tb);
-    for (std::size_t l = 0; l < w; ++l) out[j * w + l] = {double(sb[l]), double(tb[l])};
+    u[j].store_aligned(ub);
+    for (std::size_t l = 0; l < w; ++l) out[j * w + l] = {double(sb[l]), double(tb[l]), double(ub[l])};
   }
 }
 
 template <class T>
 void chunk_grad_sums_cols(const T* dy, const T* x, std::size_t nrows, std::size_t stride, std::size_t cw,
-                          const T* mean, const T* invstd, bool want_xhat, GradSums* out) {
+                          const T* mean, bool want_x, GradSums* out) {
   constexpr std::size_t w = kW<T>;
   const std::size_t nv = cw / w;
   switch (nv) {
-    case 4: chunk_grad_sums_cols_vec<T, 4>(dy, x, nrows, stride, mean, invstd, want_xhat, out); break;
-    case 3: chunk_grad_sums_cols_vec<T, 3>(dy, x, nrows, stride, mean, invstd, want_xhat, out); break;
-    case 2: chunk_grad_sums_cols_vec<T, 2>(dy, x, nrows, stride, mean, invstd, want_xhat, out); break;
-    case 1: chunk_grad_sums_cols_vec<T, 1>(dy, x, nrows, stride, mean, invstd, want_xhat, out); break;
+    case 4: chunk_grad_sums_cols_vec<T, 4>(dy, x, nrows, stride, mean, want_x, out); break;
+    case 3: chunk_grad_sums_cols_vec<T, 3>(dy, x, nrows, stride, mean, want_x, out); break;
+    case 2: chunk_grad_sums_cols_vec<T, 2>(dy, x, nrows, stride, mean, want_x, out); break;
+    case 1: chunk_grad_sums_cols_vec<T, 1>(dy, x, nrows, stride, mean, want_x, out); break;
     default: break;
   }
   for (std::size_t c = nv * w; c < cw; ++c) {
-    T s = 0, t = 0;
+    T s = 0, t = 0, u = 0;
     for (std::size_t r = 0; r < nrows; ++r) {
       const T g = dy[r * stride + c];
       s += g;
-      if (want_xhat) t = std::fma(g, (x[r * stride + c] - mean[c]) * invstd[c], t);
+      if (want_x) {
+        const T h = x[r * stride + c] - mean[c];
+        t = std::fma(g, h, t);
+        u += h;
+      }
     }
-    out[c] = {double(s), double(t)};
+    out[c] = {double(s), double(t), double(u)};
   }
 }
 
@@ -375,29 +485,38 @@ struct Affine {
   T mean, scale, shift;
 };
 
-// Forward finish for one channel (after all chunks/groups are combined):
-//   var = M2/m (biased)  invstd = 1/sqrt(var + eps)
-//   running_mean = (1-f)*running_mean + f*mean,  running_var = (1-f)*running_var + f*M2/(m-1)
-//   scale = w*invstd, shift = b   (y = (x - mean)*scale + shift)
+// Forward coefficients from a channel's combined moments:
+//   var = M2/m (biased),  invstd = 1/sqrt(var + eps),  scale = w*invstd,
+//   shift = b - (mean - T(mean))*scale   — the mean's rounding to T, put back into the shift. (For float data
+//   with mean 1e4 and std 1e-2 that rounding is 5% of a std; for a constant channel it is exactly 0, so
+//   x - T(mean) == 0 and y == b exactly.)
+template <class T>
+Affine<T> affine_from_moments(const BnMoments& mo, double eps, double w, double b) {
+  const double invstd = 1.0 / std::sqrt(mo.m2 / mo.count + eps);
+  const T mean_t = T(mo.mean);
+  const T scale = T(w * double(T(invstd)));  // from the ROUNDED invstd, the one the backward sees
+  return {mean_t, scale, T(b - (mo.mean - double(mean_t)) * double(scale))};
+}
+
+// Forward finish for one channel (after all chunks/groups are combined): save_mean, save_invstd,
+//   running_mean = (1-f)*running_mean + f*mean,  running_var = (1-f)*running_var + f*M2/(m-1) (unbiased),
+// and the elementwise coefficients.
 template <class T>
 Affine<T> finish_channel(const BnMoments& mo, std::size_t c, double eps, double f, const T* weight,
                          const T* bias, T* save_mean, T* save_invstd, T* running_mean, T* running_var) {
-  const double var = mo.m2 / mo.count;
-  const double invstd = 1.0 / std::sqrt(var + eps);
   if (save_mean) save_mean[c] = T(mo.mean);
-  if (save_invstd) save_invstd[c] = T(invstd);
+  if (save_invstd) save_invstd[c] = T(1.0 / std::sqrt(mo.m2 / mo.count + eps));
   if (running_mean) running_mean[c] = T((1.0 - f) * double(running_mean[c]) + f * mo.mean);
   if (running_var) running_var[c] = T((1.0 - f) * double(running_var[c]) + f * (mo.m2 / (mo.count - 1.0)));
-  const double w = weight ? double(weight[c]) : 1.0;
-  // scale from the ROUNDED invstd, so the split path (batch_norm_normalize from save_invstd) gives equal bits
-  return {T(mo.mean), T(w * double(T(invstd))), bias ? bias[c] : T(0)};
+  return affine_from_moments<T>(mo, eps, weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0);
 }
 
-// Backward finish for one channel, from the totals sum dy, sum dy*xhat over m values:
-//   dbias = sum dy,  dweight = sum dy*xhat,
-//   dx = w*invstd*(dy - mean(dy) - xhat*mean(dy*xhat))
-//      = k1*dy + k2*(x - mean) + k3  with k1 = w*invstd, k2 = -k1*invstd*mean(dy*xhat), k3 = -k1*mean(dy)
-// (x - mean is kept as a difference: folding mean into k3 would cancel catastrophically for large means).
+// Backward finish for one channel, from the combined sums over m values (xc = x - mean_T):
+//   delta = mean(xc)                                  (mean_T's rounding error; xhat = (xc - delta)*invstd)
+//   dbias = sum dy,   dweight = sum dy*xhat = invstd*(sum dy*xc - delta*sum dy)
+//   dx = w*invstd*(dy - mean(dy) - xhat*mean(dy*xhat))                                   (term 1, 2, 3)
+//      = k1*dy + k2*xc + k3,   k1 = w*invstd,  k2 = -k1*invstd*mean(dy*xhat),  k3 = -k1*mean(dy) - k2*delta
+// (xc is kept as a difference: folding the mean into k3 would cancel catastrophically for large means).
 template <class T>
 struct DxCoef {
   T k1, k2, k3, mean;
@@ -406,36 +525,55 @@ struct DxCoef {
 template <class T>
 DxCoef<T> finish_grad_channel(const GradSums& gs, double count, std::size_t c, const T* weight,
                               const T* save_mean, const T* save_invstd, T* dweight, T* dbias) {
-  if (dbias) dbias[c] = T(gs.dy);
-  if (dweight) dweight[c] = T(gs.dyx);
-  const double w = weight ? double(weight[c]) : 1.0;
   const double invstd = save_invstd[c];
+  const double delta = gs.sum_xc / count;
+  const double sum_dy_xhat = invstd * (gs.sum_dy_xc - delta * gs.sum_dy);
+  if (dbias) dbias[c] = T(gs.sum_dy);
+  if (dweight) dweight[c] = T(sum_dy_xhat);
+  const double w = weight ? double(weight[c]) : 1.0;
   const double k1 = w * invstd;
-  return {T(k1), T(-k1 * invstd * (gs.dyx / count)), T(-k1 * (gs.dy / count)), save_mean[c]};
+  const double k2 = -k1 * invstd * (sum_dy_xhat / count);
+  const double k3 = -k1 * (gs.sum_dy / count) - k2 * delta;
+  return {T(k1), T(k2), T(k3), save_mean[c]};
 }
 
 // =============================================================================================================
 // 5. Elementwise passes
 // =============================================================================================================
 
-// y = (x - m)*a + b over len contiguous values. The forward normalise uses (mean, scale, shift); eval uses
-// (0, scale, shift), i.e. y = x*scale + shift. Stream == true peels to an aligned y and streams the body.
-template <class T, bool Stream>
-void affine_run(const T* x, T* y, std::size_t len, T m, T a, T b) {
-  constexpr std::size_t w = kW<T>;
-  std::size_t i = 0;
-  if constexpr (Stream) {
-    while (i < len && (reinterpret_cast<std::uintptr_t>(y + i) % kAlign) != 0) {
-      y[i] = std::fma(x[i] - m, a, b);
-      ++i;
+// y = (x - m_c)*a_c + b_c over nrows rows of a block of cw channels: x, y point at (row r0, channel c0, 0),
+// rows are `stride` apart, and within a row the block is cw runs of len values, one per channel, back to
+// back — traversed in memory order. The forward normalise uses (mean, scale, shift); eval uses (0, scale,
+// shift), i.e. y = x*scale + shift. Stream: streaming stores (NV == 0 peels each run to an aligned y; NV > 0
+// requires aligned runs). Prefetch: prefetch x[cw*len ..] of each row, the next block's part of the row.
+template <class T, bool Stream, bool Prefetch, int NV>
+void affine_block(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t len, std::size_t cw,
+                  const T* m, const T* a, const T* b) {
+  const std::size_t ahead = cw * len;
+  for (std::size_t r = 0; r < nrows; ++r)
+    for (std::size_t c = 0; c < cw; ++c) {
+      const T* xr = x + r * stride + c * len;
+      T* yr = y + r * stride + c * len;
+      const T mc = m[c], ac = a[c], bc = b[c];
+      std::size_t i0 = 0;
+      if constexpr (Stream && NV == 0) {
+        for (; i0 < len && (reinterpret_cast<std::uintptr_t>(yr + i0) % kAlign) != 0; ++i0)
+          yr[i0] = std::fma(xr[i0] - mc, ac, bc);
+      }
+      const T* xs = xr + i0;
+      T* ys = yr + i0;
+      const V<T> mv(mc), av(ac), bv(bc);
+      const bool next_row = r + 1 < nrows;
+      visit_run<T, NV>(
+          len - i0,
+          [&](std::size_t i, auto) {
+            if constexpr (Prefetch) prefetch_l2(xs + ahead + i);
+            if (next_row) prefetch_l2(xs + stride + i);
+            const V<T> v = vfma(V<T>::load_unaligned(xs + i) - mv, av, bv);
+            if constexpr (Stream) store_stream(ys + i, v); else v.store_unaligned(ys + i);
+          },
+          [&](std::size_t i) { ys[i] = std::fma(xs[i] - mc, ac, bc); });
     }
-  }
-  const V<T> mv(m), av(a), bv(b);
-  for (; i + w <= len; i += w) {
-    const V<T> r = xsimd::fma(V<T>::load_unaligned(x + i) - mv, av, bv);
-    if constexpr (Stream) store_stream(y + i, r); else r.store_unaligned(y + i);
-  }
-  for (; i < len; ++i) y[i] = std::fma(x[i] - m, a, b);
 }
 
 // S == 1: rows [0, nrows) of a column block of cw channels; per-channel m/a/b arrays (cw values).
@@ -454,29 +592,50 @@ void affine_cols(const T* x, T* y, std::size_t nrows, std::size_t stride, std::s
     const T* xr = x + r * stride;
     T* yr = y + r * stride;
     for (std::size_t j = 0; j < nv; ++j)
-      xsimd::fma(V<T>::load_unaligned(xr + j * w) - mv[j], av[j], bv[j]).store_unaligned(yr + j * w);
+      vfma(V<T>::load_unaligned(xr + j * w) - mv[j], av[j], bv[j]).store_unaligned(yr + j * w);
     for (std::size_t c = nv * w; c < cw; ++c) yr[c] = std::fma(xr[c] - m[c], a[c], b[c]);
   }
 }
 
-// dx = k1*dy + (k2*(x - mean) + k3) over len contiguous values.
-template <class T, bool Stream>
-void dx_run(const T* dy, const T* x, T* dx, std::size_t len, const DxCoef<T>& k) {
-  constexpr std::size_t w = kW<T>;
-  std::size_t i = 0;
-  if constexpr (Stream) {
-    while (i < len && (reinterpret_cast<std::uintptr_t>(dx + i) % kAlign) != 0) {
-      dx[i] = std::fma(k.k1, dy[i], std::fma(k.k2, x[i] - k.mean, k.k3));
-      ++i;
+// dx = k1*dy + (k2*(x - mean) + k3) over nrows rows of a block of cw channels (layout, Stream and Prefetch
+// as in affine_block; the prefetch covers the next block's dy and x).
+template <class T, bool Stream, bool Prefetch, int NV>
+void dx_block(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t len,
+              std::size_t cw, const DxCoef<T>* k) {
+  const std::size_t ahead = cw * len;
+  for (std::size_t r = 0; r < nrows; ++r)
+    for (std::size_t c = 0; c < cw; ++c) {
+      const std::size_t off = r * stride + c * len;
+      const T* gr = dy + off;
+      const T* xr = x + off;
+      T* orow = dx + off;
+      const DxCoef<T> kc = k[c];
+      std::size_t i0 = 0;
+      if constexpr (Stream && NV == 0) {
+        for (; i0 < len && (reinterpret_cast<std::uintptr_t>(orow + i0) % kAlign) != 0; ++i0)
+          orow[i0] = std::fma(kc.k1, gr[i0], std::fma(kc.k2, xr[i0] - kc.mean, kc.k3));
+      }
+      const T* g = gr + i0;
+      const T* q = xr + i0;
+      T* o = orow + i0;
+      const V<T> k1(kc.k1), k2(kc.k2), k3(kc.k3), mv(kc.mean);
+      const bool next_row = r + 1 < nrows;
+      visit_run<T, NV>(
+          len - i0,
+          [&](std::size_t i, auto) {
+            if constexpr (Prefetch) {
+              prefetch_l2(g + ahead + i);
+              prefetch_l2(q + ahead + i);
+            }
+            if (next_row) {
+              prefetch_l2(g + stride + i);
+              prefetch_l2(q + stride + i);
+            }
+            const V<T> v = vfma(k1, V<T>::load_unaligned(g + i), vfma(k2, V<T>::load_unaligned(q + i) - mv, k3));
+            if constexpr (Stream) store_stream(o + i, v); else v.store_unaligned(o + i);
+          },
+          [&](std::size_t i) { o[i] = std::fma(kc.k1, g[i], std::fma(kc.k2, q[i] - kc.mean, kc.k3)); });
     }
-  }
-  const V<T> k1(k.k1), k2(k.k2), k3(k.k3), mv(k.mean);
-  for (; i + w <= len; i += w) {
-    const V<T> r = xsimd::fma(k1, V<T>::load_unaligned(dy + i),
-                              xsimd::fma(k2, V<T>::load_unaligned(x + i) - mv, k3));
-    if constexpr (Stream) store_stream(dx + i, r); else r.store_unaligned(dx + i);
-  }
-  for (; i < len; ++i) dx[i] = std::fma(k.k1, dy[i], std::fma(k.k2, x[i] - k.mean, k.k3));
 }
 
 template <class T>
@@ -497,8 +656,8 @@ void dx_cols(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stri
     T* o = dx + r * stride;
     for (std::size_t j = 0; j < nv; ++j) {
       const std::size_t o0 = j * w;
-      xsimd::fma(V<T>::load_aligned(k1 + o0), V<T>::load_unaligned(g + o0),
-                 xsimd::fma(V<T>::load_aligned(k2 + o0), V<T>::load_unaligned(q + o0) - V<T>::load_aligned(mn + o0),
+      vfma(V<T>::load_aligned(k1 + o0), V<T>::load_unaligned(g + o0),
+                 vfma(V<T>::load_aligned(k2 + o0), V<T>::load_unaligned(q + o0) - V<T>::load_aligned(mn + o0),
                             V<T>::load_aligned(k3 + o0)))
           .store_unaligned(o + o0);
     }
@@ -520,13 +679,9 @@ inline std::size_t block_begin(const Blocking& b, std::size_t u) { return u * b.
 inline std::size_t block_width(const Blocking& b, const BnDims& d, std::size_t u) {
   return std::min(d.C, (u + 1) * b.cb) - u * b.cb;
 }
-// Number of channels in work unit u.
-inline std::size_t unit_width(const Blocking& b, const BnDims& d, std::size_t u) {
-  return d.S == 1 ? block_width(b, d, u) : 1;
-}
-inline std::size_t unit_first_channel(const Blocking& b, const BnDims& d, std::size_t u) {
-  return d.S == 1 ? block_begin(b, u) : u;
-}
+// Number of channels in work unit u, and its first channel.
+inline std::size_t unit_width(const Blocking& b, const BnDims& d, std::size_t u) { return block_width(b, d, u); }
+inline std::size_t unit_first_channel(const Blocking& b, const BnDims&, std::size_t u) { return block_begin(b, u); }
 
 // Local sums of unit u over group g, folded chunk by chunk in order: out[0 .. unit_width).
 template <class T>
@@ -541,19 +696,31 @@ void group_moments(const T* x, const BnDims& d, const Blocking& b, std::size_t u
       for (std::size_t c = 0; c < cw; ++c) out[c] = bn_combine(out[c], tmp[c]);
     }
   } else {
-    const std::size_t stride = d.C * d.S;
-    BnMoments acc;
-    for (std::size_t r = r0; r < r1; r += b.k)
-      for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece)
-        acc = bn_combine(acc, chunk_moments_runs(x + (r * d.C + u) * d.S + s0, std::min(b.k, r1 - r), stride,
-                                                 std::min(b.piece, d.S - s0)));
-    out[0] = acc;
+    // Chunks in memory order — k rows at a time, across the block's channels — so the k rows are k
+    // sequential streams; each channel still folds its own chunks in the same (row, piece) order.
+    const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
+    const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
+    for (std::size_t c = 0; c < cw; ++c) out[c] = BnMoments{};
+    for (std::size_t r = r0; r < r1; r += b.k) {
+      const std::size_t nr = std::min(b.k, r1 - r);
+      const T* row = x + (r * d.C + c0) * d.S;
+      for (std::size_t c = 0; c < cw; ++c)
+        for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
+          const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0;
+          const T* p = row + pos;
+          // prefetch `ahead` values further along the traversal (this chunk row, then the next one)
+          const T* pf = pos + ahead < bw ? p + ahead : (r + b.k < r1 ? row + b.k * stride + (pos + ahead - bw) : nullptr);
+          dispatch_nv<T>(len, [&](auto nv) {
+            out[c] = bn_combine(out[c], chunk_moments_runs<T, nv>(p, nr, stride, len, pf));
+          });
+        }
+    }
   }
 }
 
 template <class T>
 void group_grad_sums(const T* dy, const T* x, const BnDims& d, const Blocking& b, std::size_t u, std::size_t g,
-                     const T* mean, const T* invstd, bool want_xhat, GradSums* out) {
+                     const T* mean, bool want_x, GradSums* out) {
   const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g);
   if (d.S == 1) {
     const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
@@ -561,54 +728,73 @@ void group_grad_sums(const T* dy, const T* x, const BnDims& d, const Blocking& b
     for (std::size_t c = 0; c < cw; ++c) out[c] = GradSums{};
     for (std::size_t r = r0; r < r1; r += b.k) {
       chunk_grad_sums_cols(dy + r * d.C + c0, x + r * d.C + c0, std::min(b.k, r1 - r), d.C, cw, mean + c0,
-                           invstd + c0, want_xhat, tmp);
-      for (std::size_t c = 0; c < cw; ++c) {
-        out[c].dy += tmp[c].dy;
-        out[c].dyx += tmp[c].dyx;
-      }
+                           want_x, tmp);
+      for (std::size_t c = 0; c < cw; ++c) out[c] = bn_grad_combine(out[c], tmp[c]);
     }
   } else {
-    const std::size_t stride = d.C * d.S;
-    GradSums acc;
-    for (std::size_t r = r0; r < r1; r += b.k)
-      for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
-        const std::size_t off = (r * d.C + u) * d.S + s0;
-        const GradSums t = chunk_grad_sums_runs(dy + off, x + off, std::min(b.k, r1 - r), stride,
-                                                std::min(b.piece, d.S - s0), mean[u], invstd[u], want_xhat);
-        acc.dy += t.dy;
-        acc.dyx += t.dyx;
-      }
-    out[0] = acc;
+    // chunks in memory order, as in group_moments
+    const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
+    const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
+    for (std::size_t c = 0; c < cw; ++c) out[c] = GradSums{};
+    for (std::size_t r = r0; r < r1; r += b.k) {
+      const std::size_t nr = std::min(b.k, r1 - r);
+      const std::size_t row = (r * d.C + c0) * d.S;
+      for (std::size_t c = 0; c < cw; ++c)
+        for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
+          const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0, off = row + pos;
+          const std::size_t pf_off = pos + ahead < bw ? ahead : (r + b.k < r1 ? b.k * stride + ahead - bw : 0);
+          dispatch_nv<T>(len, [&](auto nv) {
+            out[c] = bn_grad_combine(
+                out[c], chunk_grad_sums_runs<T, nv>(dy + off, x + off, nr, stride, len, mean[c0 + c], want_x, pf_off));
+          });
+        }
+    }
   }
 }
+
+// Streaming stores need 64-byte aligned destinations: the fixed-length (NV > 0) paths stream only when every
+// run is aligned, i.e. when the tensor is (runs are NV*64 bytes); otherwise they store normally.
+inline bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % kAlign == 0; }
 
 // Elementwise forward/eval over rows [r0, r1) of unit u with per-channel (m, a, b) for the unit's channels.
-template <class T, bool Stream>
+// prefetch (S > 1): also prefetch the next block's part of each row.
+template <class T>
 void affine_unit(const T* x, T* y, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r0,
-                 std::size_t r1, const T* m, const T* a, const T* sh) {
+                 std::size_t r1, const T* m, const T* a, const T* sh, bool stream, bool prefetch) {
+  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
   if (d.S == 1) {
-    const std::size_t c0 = block_begin(b, u);
-    affine_cols(x + r0 * d.C + c0, y + r0 * d.C + c0, r1 - r0, d.C, block_width(b, d, u), m, a, sh);
-  } else {
-    for (std::size_t r = r0; r < r1; ++r) {
-      const std::size_t off = (r * d.C + u) * d.S;
-      affine_run<T, Stream>(x + off, y + off, d.S, m[0], a[0], sh[0]);
-    }
+    affine_cols(x + r0 * d.C + c0, y + r0 * d.C + c0, r1 - r0, d.C, cw, m, a, sh);
+    return;
   }
+  const std::size_t off = (r0 * d.C + c0) * d.S, stride = d.C * d.S, nr = r1 - r0;
+  dispatch_nv<T>(d.S, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    const bool st = stream && (NV == 0 || aligned(y));
+    if (st && prefetch) affine_block<T, true, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
+    else if (st) affine_block<T, true, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
+    else if (prefetch) affine_block<T, false, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
+    else affine_block<T, false, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
+  });
 }
 
-template <class T, bool Stream>
+template <class T>
 void dx_unit(const T* dy, const T* x, T* dx, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r0,
-             std::size_t r1, const DxCoef<T>* k) {
+             std::size_t r1, const DxCoef<T>* k, bool stream, bool prefetch) {
+  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
   if (d.S == 1) {
-    const std::size_t off = r0 * d.C + block_begin(b, u);
-    dx_cols(dy + off, x + off, dx + off, r1 - r0, d.C, block_width(b, d, u), k);
-  } else {
-    for (std::size_t r = r0; r < r1; ++r) {
-      const std::size_t off = (r * d.C + u) * d.S;
-      dx_run<T, Stream>(dy + off, x + off, dx + off, d.S, k[0]);
-    }
+    const std::size_t off = r0 * d.C + c0;
+    dx_cols(dy + off, x + off, dx + off, r1 - r0, d.C, cw, k);
+    return;
   }
+  const std::size_t off = (r0 * d.C + c0) * d.S, stride = d.C * d.S, nr = r1 - r0;
+  dispatch_nv<T>(d.S, [&](auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    const bool st = stream && (NV == 0 || aligned(dx));
+    if (st && prefetch) dx_block<T, true, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
+    else if (st) dx_block<T, true, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
+    else if (prefetch) dx_block<T, false, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
+    else dx_block<T, false, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
+  });
 }
 
 // Schedule. FUSED: threads split the units (channels / column blocks); each unit does
@@ -629,7 +815,7 @@ inline Schedule choose_schedule(const BnDims& d, const Blocking& b) {
 
 // Chunk of units per parallel_for piece so that each piece has at least ~kMinParallelElems/2 values.
 inline std::size_t unit_grain(const BnDims& d, const Blocking& b) {
-  const std::size_t per_unit = std::max<std::size_t>(1, d.N * d.S * (d.S == 1 ? b.cb : 1));
+  const std::size_t per_unit = std::max<std::size_t>(1, d.N * d.S * b.cb);
   return std::max<std::size_t>(1, (kMinParallelElems / 2) / per_unit);
 }
 
@@ -649,7 +835,7 @@ void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* sav
                         T* running_mean, T* running_var, const BnDims& d, double eps, double f) {
   check_train_dims<T>(d, running_var != nullptr);
   if (d.C == 0 || d.N * d.S == 0) return;
-  const Blocking b = make_blocking<T>(d);
+  const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const Schedule sched = choose_schedule(d, b);
 
@@ -671,8 +857,8 @@ void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* sav
           a[c] = af.scale;
           sh[c] = af.shift;
         }
-        if (stream) affine_unit<T, true>(x, y, d, b, u, 0, d.N, m, a, sh);  // normalise (slab still in L2)
-        else affine_unit<T, false>(x, y, d, b, u, 0, d.N, m, a, sh);
+        // normalise (slab still in L2), prefetching the next channel if it is ours
+        affine_unit(x, y, d, b, u, 0, d.N, m, a, sh, stream, u + 1 < hi);
       }
       if (stream) stream_fence();
     };
@@ -701,10 +887,7 @@ void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* sav
   parallel_for(0, b.units * b.G, 1, [&](std::size_t lo, std::size_t hi) {
     for (std::size_t t = lo; t < hi; ++t) {
       const std::size_t u = t / b.G, g = t % b.G, c0 = unit_first_channel(b, d, u);
-      if (stream)
-        affine_unit<T, true>(x, y, d, b, u, group_begin(b, g), group_end(b, d, g), &m[c0], &a[c0], &sh[c0]);
-      else
-        affine_unit<T, false>(x, y, d, b, u, group_begin(b, g), group_end(b, d, g), &m[c0], &a[c0], &sh[c0]);
+      affine_unit(x, y, d, b, u, group_begin(b, g), group_end(b, d, g), &m[c0], &a[c0], &sh[c0], stream, false);
     }
     if (stream) stream_fence();
   });
@@ -712,31 +895,27 @@ void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* sav
 
 template <class T>
 void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean, const T* save_invstd, T* dx,
-                   T* dweight, T* dbias, const BnDims& d, const double* given_dy, const double* given_dyx,
-                   double count) {
+                   T* dweight, T* dbias, const BnDims& d, const GradSums* given, double count) {
   if (d.C == 0) return;
   if (!dx && !dweight && !dbias) return;
-  const bool want_xhat = dx || dweight;
-  if (!want_xhat) x = dy;  // only dbias: x is never read (and may be nullptr)
-  const bool have_sums = given_dy != nullptr;
-  const Blocking b = make_blocking<T>(d);
+  const bool want_x = dx || dweight;
+  if (!want_x) x = dy;  // only dbias: x is never read (and may be nullptr)
+  const bool have_sums = given != nullptr;
+  const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const Schedule sched = choose_schedule(d, b);
 
   auto sums_of_unit = [&](std::size_t u, GradSums* tot) {
     const std::size_t cw = unit_width(b, d, u), c0 = unit_first_channel(b, d, u);
     if (have_sums) {
-      for (std::size_t c = 0; c < cw; ++c) tot[c] = {given_dy[c0 + c], given_dyx[c0 + c]};
+      for (std::size_t c = 0; c < cw; ++c) tot[c] = given[c0 + c];
       return;
     }
     GradSums part[4 * kW<T>];
     for (std::size_t c = 0; c < cw; ++c) tot[c] = GradSums{};
     for (std::size_t g = 0; g < b.G; ++g) {  // local sums + combine, groups in order
-      group_grad_sums(dy, x, d, b, u, g, save_mean, save_invstd, want_xhat, part);
-      for (std::size_t c = 0; c < cw; ++c) {
-        tot[c].dy += part[c].dy;
-        tot[c].dyx += part[c].dyx;
-      }
+      group_grad_sums(dy, x, d, b, u, g, save_mean, want_x, part);
+      for (std::size_t c = 0; c < cw; ++c) tot[c] = bn_grad_combine(tot[c], part[c]);
     }
   };
 
@@ -750,8 +929,7 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
         for (std::size_t c = 0; c < cw; ++c)  // finish
           k[c] = finish_grad_channel(tot[c], count, c0 + c, weight, save_mean, save_invstd, dweight, dbias);
         if (dx) {  // elementwise (slabs of dy and x still in L2)
-          if (stream) dx_unit<T, true>(dy, x, dx, d, b, u, 0, d.N, k);
-          else dx_unit<T, false>(dy, x, dx, d, b, u, 0, d.N, k);
+          dx_unit(dy, x, dx, d, b, u, 0, d.N, k, stream, u + 1 < hi);
         }
       }
       if (stream && dx) stream_fence();
@@ -766,25 +944,20 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
   parallel_for(0, b.units * b.G, 1, [&](std::size_t lo, std::size_t hi) {
     for (std::size_t t = lo; t < hi; ++t) {
       const std::size_t u = t / b.G, g = t % b.G;
-      group_grad_sums(dy, x, d, b, u, g, save_mean, save_invstd, want_xhat,
-                      part.data() + g * d.C + unit_first_channel(b, d, u));
+      group_grad_sums(dy, x, d, b, u, g, save_mean, want_x, part.data() + g * d.C + unit_first_channel(b, d, u));
     }
   });
   std::vector<DxCoef<T>> k(d.C);
   for (std::size_t c = 0; c < d.C; ++c) {
     GradSums tot;
-    for (std::size_t g = 0; g < b.G; ++g) {
-      tot.dy += part[g * d.C + c].dy;
-      tot.dyx += part[g * d.C + c].dyx;
-    }
+    for (std::size_t g = 0; g < b.G; ++g) tot = bn_grad_combine(tot, part[g * d.C + c]);
     k[c] = finish_grad_channel(tot, count, c, weight, save_mean, save_invstd, dweight, dbias);
   }
   if (!dx) return;
   parallel_for(0, b.units * b.G, 1, [&](std::size_t lo, std::size_t hi) {
     for (std::size_t t = lo; t < hi; ++t) {
       const std::size_t u = t / b.G, g = t % b.G, c0 = unit_first_channel(b, d, u);
-      if (stream) dx_unit<T, true>(dy, x, dx, d, b, u, group_begin(b, g), group_end(b, d, g), &k[c0]);
-      else dx_unit<T, false>(dy, x, dx, d, b, u, group_begin(b, g), group_end(b, d, g), &k[c0]);
+      dx_unit(dy, x, dx, d, b, u, group_begin(b, g), group_end(b, d, g), &k[c0], stream, false);
     }
     if (stream) stream_fence();
   });
@@ -794,17 +967,21 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
 template <class T>
 void affine_all(const T* x, T* y, const BnDims& d, const T* m, const T* a, const T* sh) {
   if (d.C == 0 || d.N * d.S == 0) return;
-  const Blocking b = make_blocking<T>(d);
+  const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const std::size_t items = d.N * b.units;  // item t = (row r, unit u), in memory order
-  const std::size_t per_item = d.S == 1 ? b.cb : d.S;
+  const std::size_t per_item = b.cb * d.S;
   const std::size_t numel = d.N * d.C * d.S;
   const std::size_t grain = numel < kMinParallelElems ? items : std::max<std::size_t>(1, 8192 / per_item);
   parallel_for(0, items, grain, [&](std::size_t lo, std::size_t hi) {
+    std::size_t r = lo / b.units, u = lo % b.units;
     for (std::size_t t = lo; t < hi; ++t) {
-      const std::size_t r = t / b.units, u = t % b.units, c0 = unit_first_channel(b, d, u);
-      if (stream) affine_unit<T, true>(x, y, d, b, u, r, r + 1, m + c0, a + c0, sh + c0);
-      else affine_unit<T, false>(x, y, d, b, u, r, r + 1, m + c0, a + c0, sh + c0);
+      const std::size_t c0 = unit_first_channel(b, d, u);
+      affine_unit(x, y, d, b, u, r, r + 1, m + c0, a + c0, sh + c0, stream, false);
+      if (++u == b.units) {
+        u = 0;
+        ++r;
+      }
     }
     if (stream) stream_fence();
   });
@@ -838,14 +1015,13 @@ void batch_norm_forward_eval(const T* x, const T* weight, const T* bias, const T
 template <class T>
 void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save_mean, const T* save_invstd,
                          T* dx, T* dweight, T* dbias, BnDims d) {
-  backward_impl(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, d, nullptr, nullptr,
-                double(d.N) * double(d.S));
+  backward_impl(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, d, nullptr, double(d.N) * double(d.S));
 }
 
 template <class T>
 void batch_norm_local_moments(const T* x, BnDims d, BnMoments* out) {
   if (d.C == 0) return;
-  const Blocking b = make_blocking<T>(d);
+  const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   if (d.N * d.S == 0) {
     for (std::size_t c = 0; c < d.C; ++c) out[c] = BnMoments{};
     return;
@@ -879,47 +1055,43 @@ void batch_norm_finish_stats(const BnMoments* moments, std::size_t C, double eps
 }
 
 template <class T>
-void batch_norm_normalize(const T* x, const T* weight, const T* bias, const T* mean, const T* invstd, T* y,
+void batch_norm_normalize(const T* x, const T* weight, const T* bias, const BnMoments* moments, double eps, T* y,
                           BnDims d) {
-  // Same per-channel coefficients as the fused forward: scale = T(w*invstd) with invstd taken in double.
-  std::vector<T> scale(d.C), shift(d.C);
+  std::vector<T> m(d.C), a(d.C), sh(d.C);  // the fused forward's coefficients, from the same moments
   for (std::size_t c = 0; c < d.C; ++c) {
-    scale[c] = T((weight ? double(weight[c]) : 1.0) * double(invstd[c]));
-    shift[c] = bias ? bias[c] : T(0);
+    const Affine<T> af =
+        affine_from_moments<T>(moments[c], eps, weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0);
+    m[c] = af.mean;
+    a[c] = af.scale;
+    sh[c] = af.shift;
   }
-  affine_all(x, y, d, mean, scale.data(), shift.data());
+  affine_all(x, y, d, m.data(), a.data(), sh.data());
 }
 
 template <class T>
-void batch_norm_backward_local_sums(const T* dy, const T* x, const T* save_mean, const T* save_invstd, BnDims d,
-                                    double* sum_dy, double* sum_dy_xhat) {
+void batch_norm_backward_local_sums(const T* dy, const T* x, const T* save_mean, BnDims d, BnGradSums* out) {
   if (d.C == 0) return;
-  const Blocking b = make_blocking<T>(d);
+  const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   std::vector<GradSums> part(b.G * d.C);
   const bool inline_only = get_num_threads() == 1 || d.N * d.C * d.S < kMinParallelElems;
   parallel_for(0, b.units * b.G, inline_only ? b.units * b.G : 1, [&](std::size_t lo, std::size_t hi) {
     for (std::size_t t = lo; t < hi; ++t) {
       const std::size_t u = t / b.G, g = t % b.G;
-      group_grad_sums(dy, x, d, b, u, g, save_mean, save_invstd, true,
-                      part.data() + g * d.C + unit_first_channel(b, d, u));
+      group_grad_sums(dy, x, d, b, u, g, save_mean, true, part.data() + g * d.C + unit_first_channel(b, d, u));
     }
   });
   for (std::size_t c = 0; c < d.C; ++c) {
     GradSums tot;
-    for (std::size_t g = 0; g < b.G; ++g) {
-      tot.dy += part[g * d.C + c].dy;
-      tot.dyx += part[g * d.C + c].dyx;
-    }
-    sum_dy[c] = tot.dy;
-    sum_dy_xhat[c] = tot.dyx;
+    for (std::size_t g = 0; g < b.G; ++g) tot = bn_grad_combine(tot, part[g * d.C + c]);
+    out[c] = tot;
   }
 }
 
 template <class T>
 void batch_norm_backward_finish(const T* dy, const T* x, const T* weight, const T* save_mean,
-                                const T* save_invstd, const double* sum_dy, const double* sum_dy_xhat,
-                                double count, T* dx, T* dweight, T* dbias, BnDims d) {
-  backward_impl(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, d, sum_dy, sum_dy_xhat, count);
+                                const T* save_invstd, const BnGradSums* sums, double count, T* dx, T* dweight,
+                                T* dbias, BnDims d) {
+  backward_impl(dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, d, sums, count);
 }
 
 #define XG_BN_INSTANTIATE(T)                                                                                      \
@@ -929,11 +1101,10 @@ void batch_norm_backward_finish(const T* dy, const T* x, const T* weight, const 
   template void batch_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, BnDims);    \
   template void batch_norm_local_moments<T>(const T*, BnDims, BnMoments*);                                        \
   template void batch_norm_finish_stats<T>(const BnMoments*, std::size_t, double, double, T*, T*, T*, T*);        \
-  template void batch_norm_normalize<T>(const T*, const T*, const T*, const T*, const T*, T*, BnDims);            \
-  template void batch_norm_backward_local_sums<T>(const T*, const T*, const T*, const T*, BnDims, double*,        \
-                                                  double*);                                                      \
-  template void batch_norm_backward_finish<T>(const T*, const T*, const T*, const T*, const T*, const double*,    \
-                                              const double*, double, T*, T*, T*, BnDims);
+  template void batch_norm_normalize<T>(const T*, const T*, const T*, const BnMoments*, double, T*, BnDims);     \
+  template void batch_norm_backward_local_sums<T>(const T*, const T*, const T*, BnDims, BnGradSums*);             \
+  template void batch_norm_backward_finish<T>(const T*, const T*, const T*, const T*, const T*, const BnGradSums*, \
+                                              double, T*, T*, T*, BnDims);
 
 XG_BN_INSTANTIATE(float)
 XG_BN_INSTANTIATE(double)

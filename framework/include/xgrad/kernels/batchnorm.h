@@ -14,7 +14,8 @@
 // Numerics. Statistics are two-pass and shifted: every chunk of at most ~16 KiB of one channel is summed
 // once for a rough mean K, then d = x - K is summed (sum d, sum d^2) while the chunk is still in L1; chunk
 // results go to double and are combined with Chan's formula. A channel of mean 1e4 and std 1e-2 in float
-// keeps its variance, a constant channel gives xhat == 0 and y == bias exactly.
+// keeps its variance, a constant channel gives xhat == 0 and y == bias exactly. The rounding of the mean to
+// T is compensated (forward: in the shift; backward: by re-centring), so large means cost no accuracy.
 //
 // Threads and determinism. The kernels use xg::parallel_for (xgrad/parallel.h) across channels and, when
 // there are fewer channels than threads can share evenly, across the batch. The reduction blocking depends
@@ -70,11 +71,13 @@ void batch_norm_forward_eval(const T* x, const T* weight, const T* bias, const T
 ///   dx = weight*invstd*(dy - mean(dy) - xhat*mean(dy*xhat))      (sums/means over the m = N*S values).
 ///   dy, x        [N, C, S]: upstream gradient and the forward's input.
 ///   weight       [C] or nullptr (1).
-///   save_mean, save_invstd  [C] as written by batch_norm_forward_train.
+///   save_mean, save_invstd  [C] as written by batch_norm_forward_train for this x.
 ///   dx           [N, C, S] output or nullptr (not computed; dx may alias dy).
 ///   dweight, dbias  [C] outputs or nullptr (not computed). They are OVERWRITTEN, not accumulated.
-/// One reduction pass (sum dy, sum dy*xhat) and one elementwise pass for dx, per channel while its slab is
-/// in cache. If only dbias is requested, x is not read.
+/// One reduction pass (sum dy, sum dy*(x - mean), sum (x - mean)) and one elementwise pass for dx, per channel
+/// while its slab is in cache. The sum of (x - save_mean) re-centres xhat on the exact batch mean: it removes
+/// the rounding of save_mean to T (for float, half an ulp of the mean — 5% of a std for mean 1e4, std 1e-2).
+/// If only dbias is requested, x is not read (and may be nullptr).
 template <class T>
 void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save_mean, const T* save_invstd,
                          T* dx, T* dweight, T* dbias, BnDims d);
@@ -85,7 +88,7 @@ void batch_norm_backward(const T* dy, const T* x, const T* weight, const T* save
 //
 //   forward:  batch_norm_local_moments -> [all-reduce with bn_combine] -> batch_norm_finish_stats
 //             -> batch_norm_normalize
-//   backward: batch_norm_backward_local_sums -> [all-reduce: add] -> batch_norm_backward_finish
+//   backward: batch_norm_backward_local_sums -> [all-reduce with bn_grad_combine] -> batch_norm_backward_finish
 // ---------------------------------------------------------------------------------------------------------
 
 /// Moments of one channel's values: count, mean, and M2 = sum (x - mean)^2.
@@ -111,21 +114,31 @@ template <class T>
 void batch_norm_finish_stats(const BnMoments* moments, std::size_t C, double eps, double exp_avg_factor,
                              T* save_mean, T* save_invstd, T* running_mean, T* running_var);
 
-/// Elementwise: y = weight*(x - mean)*invstd + bias with the given per-channel mean/invstd.
+/// Elementwise: y = weight*(x - mean)*invstd + bias from the global moments[C], exactly as the fused forward
+/// (the mean's rounding to T is compensated in the shift). weight/bias may be nullptr.
 template <class T>
-void batch_norm_normalize(const T* x, const T* weight, const T* bias, const T* mean, const T* invstd, T* y,
+void batch_norm_normalize(const T* x, const T* weight, const T* bias, const BnMoments* moments, double eps, T* y,
                           BnDims d);
 
-/// Backward local sums: sum_dy[C] = sum dy, sum_dy_xhat[C] = sum dy*xhat over this process's data.
-template <class T>
-void batch_norm_backward_local_sums(const T* dy, const T* x, const T* save_mean, const T* save_invstd,
-                                    BnDims d, double* sum_dy, double* sum_dy_xhat);
+/// Backward local sums of one channel, with xc = x - save_mean: sum dy, sum dy*xc, sum xc.
+struct BnGradSums {
+  double sum_dy = 0;
+  double sum_dy_xc = 0;
+  double sum_xc = 0;
+};
 
-/// Backward finish: given the global sums and the global count m (= sum over processes of N*S), write
+/// Combine for the backward: plain addition of the three sums.
+BnGradSums bn_grad_combine(const BnGradSums& a, const BnGradSums& b);
+
+/// Backward local sums over this process's dy, x [N, C, S] -> out[C].
+template <class T>
+void batch_norm_backward_local_sums(const T* dy, const T* x, const T* save_mean, BnDims d, BnGradSums* out);
+
+/// Backward finish: given the global sums[C] and the global count m (= sum over processes of N*S), write
 /// dweight/dbias (may be nullptr) and dx (may be nullptr) for this process's data.
 template <class T>
 void batch_norm_backward_finish(const T* dy, const T* x, const T* weight, const T* save_mean,
-                                const T* save_invstd, const double* sum_dy, const double* sum_dy_xhat,
-                                double count, T* dx, T* dweight, T* dbias, BnDims d);
+                                const T* save_invstd, const BnGradSums* sums, double count, T* dx, T* dweight,
+                                T* dbias, BnDims d);
 
 }  // namespace xg::kernels

@@ -1,0 +1,182 @@
+// One training step — zero grad, forward, cross-entropy, backward, plain SGD update — of the models of issue 3:
+//   mlp     784-100-100-100-10, sigmoid, batch 60
+//   mlp_bn  the same with Linear(no bias) -> BatchNorm1d before each sigmoid
+//   cnn     conv3x3 1->32 (pad 1) + BN + ReLU, conv3x3 32->64 (pad 1) + BN + ReLU, maxpool 2,
+//           Linear 12544->10, batch 64 of 1x28x28 (convolutions without bias: BN's shift replaces it)
+// One thread. Built with -DXGRAD_BENCH_LIBTORCH=ON, the same models run in libtorch in the same binary and
+// the ratios xgrad/libtorch are printed at the end.
+//
+//   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DXGRAD_BENCH_LIBTORCH=ON
+//   cmake --build build --target bench_training_step && build/bin/bench_training_step
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "xgrad/xgrad.h"
+
+#ifdef XGRAD_HAVE_LIBTORCH
+#include <torch/torch.h>
+#endif
+
+namespace {
+
+namespace nn = xg::nn;
+constexpr float kLr = 0.01f;
+
+// ---- xgrad models ---------------------------------------------------------------------------------------
+std::shared_ptr<nn::Sequential> xgrad_mlp(bool bn) {
+  auto m = std::make_shared<nn::Sequential>();
+  std::size_t in = 784;
+  for (int layer = 0; layer < 3; ++layer) {
+    if (bn) {
+      m->push_back(nn::Linear(nn::LinearOptions(in, 100).bias(false)));
+      m->push_back(nn::BatchNorm1d(100));
+    } else {
+      m->push_back(nn::Linear(in, 100));
+    }
+    m->push_back(nn::Sigmoid());
+    in = 100;
+  }
+  m->push_back(nn::Linear(100, 10));
+  return m;
+}
+
+std::shared_ptr<nn::Sequential> xgrad_cnn() {
+  return std::make_shared<nn::Sequential>(
+      nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32), nn::ReLU(),
+      nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64), nn::ReLU(),
+      nn::MaxPool2d(2), nn::Flatten(), nn::Linear(12544, 10));
+}
+
+std::vector<std::size_t> labels(std::size_t n) {
+  xg::Generator g(7);
+  std::vector<std::size_t> y(n);
+  for (auto& v : y) v = g.randint(10);
+  return y;
+}
+
+void xgrad_step(nn::Module& model, const std::vector<xg::Tensor>& params, const xg::Tensor& x,
+                const std::vector<std::size_t>& y) {
+  model.zero_grad();
+  xg::Tensor loss = nn::functional::cross_entropy(model.forward(x), y);
+  loss.backward();
+  xg::NoGradGuard no_grad;
+  for (const auto& p : params) {
+    xg::Tensor w = p;
+    w.data<float>() -= kLr * p.grad().data<float>();
+  }
+}
+
+void run_xgrad(benchmark::State& state, std::shared_ptr<nn::Sequential> model, const xg::Shape& input_shape) {
+  xg::manual_seed(1);
+  const xg::Tensor x = xg::randn(input_shape);
+  const auto y = labels(input_shape[0]);
+  const auto params = model->parameters();
+  xgrad_step(*model, params, x, y);  // warm-up (allocations, lazily created state)
+  for (auto _ : state) xgrad_step(*model, params, x, y);
+}
+
+void BM_xgrad_mlp(benchmark::State& s) { run_xgrad(s, xgrad_mlp(false), {60, 784}); }
+void BM_xgrad_mlp_bn(benchmark::State& s) { run_xgrad(s, xgrad_mlp(true), {60, 784}); }
+void BM_xgrad_cnn(benchmark::State& s) { run_xgrad(s, xgrad_cnn(), {64, 1, 28, 28}); }
+
+// ---- libtorch models --------------------------------------------------------------------------------------
+#ifdef XGRAD_HAVE_LIBTORCH
+torch::nn::Sequential torch_mlp(bool bn) {
+  torch::nn::Sequential m;
+  int64_t in = 784;
+  for (int layer = 0; layer < 3; ++layer) {
+    if (bn) {
+      m->push_back(torch::nn::Linear(torch::nn::LinearOptions(in, 100).bias(false)));
+      m->push_back(torch::nn::BatchNorm1d(100));
+    } else {
+      m->push_back(torch::nn::Linear(in, 100));
+    }
+    m->push_back(torch::nn::Sigmoid());
+    in = 100;
+  }
+  m->push_back(torch::nn::Linear(100, 10));
+  return m;
+}
+
+torch::nn::Sequential torch_cnn() {
+  namespace tn = torch::nn;
+  return tn::Sequential(tn::Conv2d(tn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), tn::BatchNorm2d(32),
+                        tn::ReLU(), tn::Conv2d(tn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
+                        tn::BatchNorm2d(64), tn::ReLU(), tn::MaxPool2d(2), tn::Flatten(), tn::Linear(12544, 10));
+}
+
+void torch_step(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
+  model->zero_grad();
+  torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+  loss.backward();
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.sub_(kLr * p.grad());
+}
+
+void run_torch(benchmark::State& state, torch::nn::Sequential model, std::vector<int64_t> input_shape) {
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::randn(input_shape);
+  const auto yl = labels(static_cast<std::size_t>(input_shape[0]));
+  const torch::Tensor y = torch::tensor(std::vector<int64_t>(yl.begin(), yl.end()));
+  torch_step(model, x, y);
+  for (auto _ : state) torch_step(model, x, y);
+}
+
+void BM_torch_mlp(benchmark::State& s) { run_torch(s, torch_mlp(false), {60, 784}); }
+void BM_torch_mlp_bn(benchmark::State& s) { run_torch(s, torch_mlp(true), {60, 784}); }
+void BM_torch_cnn(benchmark::State& s) { run_torch(s, torch_cnn(), {64, 1, 28, 28}); }
+#endif
+
+// Prints the usual table, and remembers each benchmark's time to print xgrad/libtorch ratios at the end.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& r : runs)
+      if (r.run_type == Run::RT_Iteration) seconds_[r.benchmark_name()] = r.GetAdjustedRealTime() * unit(r.time_unit);
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void print_ratios() const {
+    for (const char* model : {"mlp", "mlp_bn", "cnn"}) {
+      const auto a = seconds_.find(std::string("step/xgrad/") + model), b = seconds_.find(std::string("step/libtorch/") + model);
+      if (a == seconds_.end() || b == seconds_.end()) continue;
+      std::printf("ratio xgrad/libtorch %-7s %.3f   (xgrad %.3f ms, libtorch %.3f ms)\n", model, a->second / b->second,
+                  a->second * 1e3, b->second * 1e3);
+    }
+  }
+
+ private:
+  static double unit(benchmark::TimeUnit u) {
+    switch (u) {
+      case benchmark::kNanosecond: return 1e-9;
+      case benchmark::kMicrosecond: return 1e-6;
+      case benchmark::kMillisecond: return 1e-3;
+      default: return 1.0;
+    }
+  }
+  std::map<std::string, double> seconds_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  xg::set_num_threads(1);
+  benchmark::RegisterBenchmark("step/xgrad/mlp", BM_xgrad_mlp)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("step/xgrad/mlp_bn", BM_xgrad_mlp_bn)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("step/xgrad/cnn", BM_xgrad_cnn)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+#ifdef XGRAD_HAVE_LIBTORCH
+  torch::set_num_threads(1);
+  benchmark::RegisterBenchmark("step/libtorch/mlp", BM_torch_mlp)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("step/libtorch/mlp_bn", BM_torch_mlp_bn)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("step/libtorch/cnn", BM_torch_cnn)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+#endif
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.print_ratios();
+  benchmark::Shutdown();
+  return 0;
+}

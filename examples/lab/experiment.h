@@ -1,0 +1,87 @@
+// experiment.h — one run of xgrad-lab: its options, data, output folder and the files it writes.
+//
+// Every subcommand fills one lab::Lab: experiments add rows to the metrics table, sections to the report and to
+// summary.json, and plots into the output folder; Lab::finish() writes metrics.csv, summary.json and report.md.
+// `xgrad-lab all` runs several experiments into the same Lab, so one report holds them all.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <xgrad/data.h>
+
+#include "lab.h"
+
+namespace lab {
+
+/// The flags every subcommand takes.
+struct LabOptions {
+  std::uint64_t seed = 1;
+  /// "default" (the real figures, minutes), "quick" (CI-sized, under a minute), "tiny" (hidden; seconds, for
+  /// sanitizer builds).
+  std::string mode = "default";
+  std::string bn_impl = "fused";  // "fused" or "composed"
+  int threads = 2;
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::string out = "results";
+  std::string command_line;       // for the report
+};
+
+/// The columns of metrics.csv (one measurement per row, "long" format):
+///   experiment, model, optimizer, arm, lr, seed, step, metric, value
+/// e.g. `lr-sweep,mlp,sgd,bn,0.3,0,2000,test_acc,0.861`.
+const std::vector<std::string>& metric_columns();
+
+class Lab {
+ public:
+  /// Creates the output folder, sets the thread count and the BatchNorm implementation (falling back to
+  /// composed, with a message, if fused was asked for and is not available).
+  explicit Lab(LabOptions options);
+
+  const LabOptions& options() const { return opts_; }
+  bool quick() const { return opts_.mode != "default"; }
+  bool tiny() const { return opts_.mode == "tiny"; }
+  const fs::path& out() const { return out_; }
+  /// The BatchNorm implementation actually used ("fused" or "composed").
+  const std::string& bn_impl() const { return bn_impl_used_; }
+
+  /// The training and test sets from --data, loaded on first use.
+  const xg::data::Dataset& train_set();
+  const xg::data::Dataset& test_set();
+
+  /// One row of metrics.csv.
+  void metric(const std::string& experiment, const std::string& model, const std::string& optimizer,
+              const std::string& arm, double lr, std::int64_t seed, std::int64_t step, const std::string& name,
+              double value);
+  /// Draws a figure into the output folder (PNG + SVG + .gp); nullopt if gnuplot failed.
+  std::optional<std::string> plot(const Figure& fig) { return draw(fig, out_); }
+
+  /// The experiment's section of summary.json (created on first use): summary["experiments"][name].
+  Json& section(const std::string& experiment);
+  /// The experiment's part of report.md.
+  Report& report(const std::string& experiment, const std::string& title);
+  /// A one-line verdict shown at the top of report.md.
+  void verdict(const std::string& text) { verdicts_.push_back(text); }
+  /// Adds training time and steps to the experiment's timing (steps/s in summary.json).
+  void add_timing(const std::string& experiment, double seconds, std::size_t steps);
+
+  /// Writes metrics.csv, summary.json and report.md; returns the report's path.
+  fs::path finish();
+
+ private:
+  LabOptions opts_;
+  fs::path out_;
+  std::string bn_impl_used_, bn_impl_note_;
+  std::optional<xg::data::Dataset> train_, test_;
+  double load_seconds_ = 0;
+  Table metrics_;
+  Json summary_ = Json::object();
+  std::vector<std::pair<std::string, Report>> sections_;
+  std::vector<std::string> verdicts_;
+  Json timings_ = Json::object();
+  Timer timer_;
+};
+
+}  // namespace lab

@@ -1,0 +1,197 @@
+// xgrad-lab — the bundled BatchNorm experiments, one subcommand each (run `xgrad-lab --help`).
+//
+//   xgrad-lab all --out results            # everything the README shows (about 10 minutes on 2 cores)
+//   xgrad-lab lr-sweep --quick             # CI-sized (under a minute)
+//   xgrad-lab convergence --steps 50000    # the paper's budget
+//
+// Every subcommand writes <out>/metrics.csv, summary.json, report.md and PNG/SVG plots.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <xgrad/xgrad.h>
+
+#include "training.h"
+
+namespace {
+
+// A subcommand option that overrides one field of a mode-dependent config only when given.
+template <class T>
+struct Override {
+  T value{};
+  CLI::Option* option = nullptr;
+  void add(CLI::App* app, const std::string& name, const std::string& help) { option = app->add_option(name, value, help); }
+  void apply(T& target) const {
+    if (option && option->count() > 0) target = value;
+  }
+};
+
+// The flags every subcommand shares.
+void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny) {
+  app->add_option("--seed", o.seed, "Seed of the whole run (weights, shuffling, noise)")->capture_default_str();
+  app->add_flag("--quick", quick, "CI-sized run: small subsets and few steps (under a minute)");
+  app->add_flag("--tiny", tiny, "Even smaller than --quick (for sanitizer builds)")->group("");  // hidden
+  app->add_option("--bn-impl", o.bn_impl, "BatchNorm implementation: fused (hand-fused kernels) or composed")
+      ->check(CLI::IsMember({"fused", "composed"}))
+      ->capture_default_str();
+  app->add_option("--threads", o.threads, "Number of threads (xg::set_num_threads)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app->add_option("--data", o.data, "Folder with MNIST-format files ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz])")
+      ->capture_default_str();
+  app->add_option("--out", o.out, "Output folder (created if needed) for metrics.csv, summary.json, report.md, plots")
+      ->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"xgrad-lab: what BatchNorm does to learning-rate tolerance and convergence, on Fashion-MNIST.\n"
+               "Reproduces Ioffe & Szegedy 2015 (Figure 1) and Santurkar et al. 2018 (Figures 1 and 2) at a small "
+               "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};
+  app.require_subcommand(1);
+  lab::LabOptions opts;
+  bool quick = false, tiny = false;
+
+  // ---- lr-sweep --------------------------------------------------------------------------------------------
+  auto* sweep = app.add_subcommand("lr-sweep", "Learning-rate tolerance: accuracy against learning rate, with and "
+                                               "without BN, for the MLP and the small CNN");
+  add_common(sweep, opts, quick, tiny);
+  Override<std::vector<double>> sweep_lrs, sweep_cnn_lrs, sweep_adam_lrs;
+  Override<std::vector<std::string>> sweep_models, sweep_optims;
+  Override<std::size_t> sweep_seeds, sweep_cnn_seeds, sweep_mlp_steps, sweep_cnn_steps, sweep_batch, sweep_train_n, sweep_eval_n;
+  Override<double> sweep_frac;
+  sweep_lrs.add(sweep, "--lrs", "MLP SGD learning rates, comma-separated (default 0.01,0.03,...,30)");
+  sweep_lrs.option->delimiter(',');
+  sweep_cnn_lrs.add(sweep, "--cnn-lrs", "CNN SGD learning rates, comma-separated (default 0.01,0.1,1,10)");
+  sweep_cnn_lrs.option->delimiter(',');
+  sweep_adam_lrs.add(sweep, "--adam-lrs", "Adam learning rates, comma-separated");
+  sweep_adam_lrs.option->delimiter(',');
+  sweep_models.add(sweep, "--models", "Networks: mlp,cnn");
+  sweep_models.option->delimiter(',')->check(CLI::IsMember({"mlp", "cnn"}));
+  sweep_optims.add(sweep, "--optimizers", "Optimizers: sgd,adam");
+  sweep_optims.option->delimiter(',')->check(CLI::IsMember({"sgd", "adam"}));
+  sweep_seeds.add(sweep, "--seeds", "MLP seeds per learning rate and arm");
+  sweep_cnn_seeds.add(sweep, "--cnn-seeds", "CNN seeds per learning rate and arm");
+  sweep_mlp_steps.add(sweep, "--mlp-steps", "Training steps per MLP run");
+  sweep_cnn_steps.add(sweep, "--cnn-steps", "Training steps per CNN run");
+  sweep_batch.add(sweep, "--batch", "Batch size");
+  sweep_train_n.add(sweep, "--train-samples", "Use the first N training images (0 = all)");
+  sweep_eval_n.add(sweep, "--eval-samples", "Evaluate on the first N test images (0 = all)");
+  sweep_frac.add(sweep, "--train-fraction", "A run trains if its accuracy >= chance + f*(best - chance)");
+
+  // ---- convergence -------------------------------------------------------------------------------------------
+  auto* conv = app.add_subcommand("convergence", "Ioffe & Szegedy Figure 1: test accuracy against steps and the "
+                                                 "percentiles of a sigmoid's input, with and without BN");
+  add_common(conv, opts, quick, tiny);
+  Override<std::size_t> conv_steps, conv_batch, conv_unit, conv_train_n, conv_eval_n;
+  Override<double> conv_lr, conv_init;
+  conv_steps.add(conv, "--steps", "Training steps (the paper: 50000)");
+  conv_batch.add(conv, "--batch", "Batch size (the paper: 60)");
+  conv_lr.add(conv, "--lr", "SGD learning rate (default 0.5)");
+  conv_init.add(conv, "--init-std", "Standard deviation of the Gaussian initial weights (default 0.1)");
+  conv_unit.add(conv, "--unit", "Which unit of the last hidden layer to trace (default 0)");
+  conv_train_n.add(conv, "--train-samples", "Use the first N training images (0 = all)");
+  conv_eval_n.add(conv, "--eval-samples", "Evaluate on the first N test images (0 = all)");
+
+  // ---- noisy-bn ------------------------------------------------------------------------------------------------
+  auto* noisy = app.add_subcommand("noisy-bn", "Santurkar et al. Figure 2: standard vs BN vs BN + time-varying "
+                                               "noise vs standard + noise");
+  add_common(noisy, opts, quick, tiny);
+  Override<std::string> noisy_model;
+  Override<std::size_t> noisy_depth, noisy_steps, noisy_batch, noisy_unit, noisy_train_n, noisy_eval_n;
+  Override<double> noisy_lr, n_mu, n_sigma, r_mu, r_sigma;
+  noisy_model.add(noisy, "--model", "Network: mlp or cnn");
+  noisy_model.option->check(CLI::IsMember({"mlp", "cnn"}));
+  noisy_depth.add(noisy, "--depth", "Hidden layers of the MLP (100 units each)");
+  noisy_steps.add(noisy, "--steps", "Training steps");
+  noisy_batch.add(noisy, "--batch", "Batch size (the paper: 128)");
+  noisy_lr.add(noisy, "--lr", "SGD learning rate (the paper: 0.1)");
+  noisy_unit.add(noisy, "--unit", "Which unit of the last hidden layer to show");
+  noisy_train_n.add(noisy, "--train-samples", "Use the first N training images (0 = all)");
+  noisy_eval_n.add(noisy, "--eval-samples", "Evaluate on the first N test images (0 = all)");
+  n_mu.add(noisy, "--n-mu", "Noise: per-step offsets mu ~ U(-n_mu, n_mu) (0.5)");
+  n_sigma.add(noisy, "--n-sigma", "Noise: per-step scales sigma ~ U(1, n_sigma) (1.25)");
+  r_mu.add(noisy, "--r-mu", "Noise: per-sample offsets m ~ U(mu - r_mu, mu + r_mu) (0.1)");
+  r_sigma.add(noisy, "--r-sigma", "Noise: per-sample scales s ~ N(sigma, r_sigma) (0.1)");
+
+  // ---- all -------------------------------------------------------------------------------------------------------
+  auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
+                                        "report (about 10 minutes on 2 cores; --quick for CI)");
+  add_common(all, opts, quick, tiny);
+
+  CLI11_PARSE(app, argc, argv);
+
+  opts.mode = tiny ? "tiny" : quick ? "quick" : "default";
+  opts.command_line = "xgrad-lab";
+  for (int i = 1; i < argc; ++i) opts.command_line += std::string(" ") + argv[i];
+
+  try {
+    lab::Lab lab(opts);
+    auto sweep_cfg = [&] {
+      auto c = lab::lr_sweep_config(lab);
+      sweep_lrs.apply(c.sgd_lrs);
+      sweep_cnn_lrs.apply(c.cnn_lrs);
+      sweep_adam_lrs.apply(c.adam_lrs);
+      sweep_models.apply(c.models);
+      sweep_optims.apply(c.optimizers);
+      sweep_seeds.apply(c.seeds);
+      sweep_cnn_seeds.apply(c.cnn_seeds);
+      sweep_mlp_steps.apply(c.mlp_steps);
+      sweep_cnn_steps.apply(c.cnn_steps);
+      sweep_batch.apply(c.batch_size);
+      sweep_train_n.apply(c.train_samples);
+      sweep_eval_n.apply(c.eval_samples);
+      sweep_frac.apply(c.train_fraction);
+      return c;
+    };
+    auto conv_cfg = [&] {
+      auto c = lab::convergence_config(lab);
+      conv_steps.apply(c.steps);
+      conv_batch.apply(c.batch_size);
+      conv_lr.apply(c.lr);
+      conv_init.apply(c.init_std);
+      conv_unit.apply(c.unit);
+      conv_train_n.apply(c.train_samples);
+      conv_eval_n.apply(c.eval_samples);
+      return c;
+    };
+    auto noisy_cfg = [&] {
+      auto c = lab::noisy_bn_config(lab);
+      noisy_model.apply(c.model);
+      noisy_depth.apply(c.depth);
+      noisy_steps.apply(c.steps);
+      noisy_batch.apply(c.batch_size);
+      noisy_lr.apply(c.lr);
+      noisy_unit.apply(c.unit);
+      noisy_train_n.apply(c.train_samples);
+      noisy_eval_n.apply(c.eval_samples);
+      n_mu.apply(c.noise.n_mu);
+      n_sigma.apply(c.noise.n_sigma);
+      r_mu.apply(c.noise.r_mu);
+      r_sigma.apply(c.noise.r_sigma);
+      return c;
+    };
+
+    fmt::print(stderr, "xgrad-lab: mode {}, seed {}, {} thread(s), BatchNorm {}, data {}, output {}\n", opts.mode,
+               opts.seed, opts.threads, lab.bn_impl(), opts.data, opts.out);
+    if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
+    if (*conv) lab::run_convergence(lab, conv_cfg());
+    if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());
+    if (*all) {
+      lab::run_convergence(lab, conv_cfg());
+      lab::run_lr_sweep(lab, sweep_cfg());
+      lab::run_noisy_bn(lab, noisy_cfg());
+    }
+    const auto report = lab.finish();
+    fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "xgrad-lab: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,249 @@
+// noisy_bn.cpp — Santurkar, Tsipras, Ilyas & Madry 2018, Figure 2: "does BatchNorm work by reducing internal
+// covariate shift?"
+//
+// Four versions of one network: standard; standard + BatchNorm; BatchNorm followed by time-varying noise
+// (Algorithm 1: every step each unit's activations get a new random scale and offset, so the distribution the
+// next layer sees keeps moving — "complete distributional instability"); and the standard network with the same
+// noise. The paper's finding: noisy BN "nearly matches" BN, while the same noise "prevents [the standard
+// network] from training entirely". So BN's benefit does not come from stable layer-input distributions.
+// The paper used VGG on CIFAR-10, SGD lr 0.1, batch 128; here the MLP (or --model cnn) on Fashion-MNIST.
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "training.h"
+
+namespace lab {
+
+NoisyBnConfig noisy_bn_config(const Lab& lab) {
+  NoisyBnConfig c;
+  if (lab.tiny()) {
+    c.steps = 60;
+    c.batch_size = 32;
+    c.evals = 2;
+    c.eval_samples = 300;
+    c.train_samples = 2000;
+    c.probe_samples = 100;
+    c.snapshots = 3;
+  } else if (lab.quick()) {
+    c.steps = 400;
+    c.evals = 5;
+    c.eval_samples = 2000;
+    c.train_samples = 20000;
+    c.probe_samples = 500;
+    c.snapshots = 4;
+  }
+  return c;
+}
+
+namespace {
+
+struct Arm {
+  std::string key, title, color;
+  bool bn, noise;
+};
+
+// Histogram of `v` over [lo, hi] in `bins` bins, as (bin centres, densities).
+std::pair<std::vector<double>, std::vector<double>> histogram(const std::vector<double>& v, double lo, double hi,
+                                                               std::size_t bins) {
+  std::vector<double> x(bins), y(bins, 0.0);
+  const double w = (hi - lo) / static_cast<double>(bins);
+  for (std::size_t b = 0; b < bins; ++b) x[b] = lo + (static_cast<double>(b) + 0.5) * w;
+  std::size_t n = 0;
+  for (double e : v) {
+    if (!std::isfinite(e) || e < lo || e > hi) continue;
+    auto b = static_cast<std::size_t>((e - lo) / w);
+    y[std::min(b, bins - 1)] += 1;
+    ++n;
+  }
+  for (auto& c : y) c = n ? c / (static_cast<double>(v.size()) * w) : 0.0;
+  return {x, y};
+}
+
+}  // namespace
+
+void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
+  const std::string ex = "noisy-bn";
+  xg::data::Dataset train_store, eval_store;
+  const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
+  const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  const xg::data::Dataset probe = train.head(cfg.probe_samples);
+  const std::vector<Arm> arms{{"standard", "Standard", "'#d62728'", false, false},
+                              {"bn", "Standard + BatchNorm", "'#1f77b4'", true, false},
+                              {"bn+noise", "Standard + \"noisy\" BatchNorm", "'#2ca02c'", true, true},
+                              {"standard+noise", "Standard + noise", "'#ff7f0e'", false, true}};
+  // Snapshot steps for the histograms: evenly spread, the first after a little training.
+  std::vector<std::size_t> snap_steps;
+  for (std::size_t k = 0; k < cfg.snapshots; ++k)
+    snap_steps.push_back(std::max<std::size_t>(1, (k + 1) * cfg.steps / cfg.snapshots));
+
+  Progress progress("noisy-bn", cfg.steps * arms.size());
+  std::vector<RunResult> results;
+  std::vector<std::vector<std::vector<double>>> snaps(arms.size());  // arm -> snapshot -> values
+  for (std::size_t a = 0; a < arms.size(); ++a) {
+    const Arm& arm = arms[a];
+    RunSpec spec;
+    spec.experiment = ex;
+    spec.model = cfg.model;
+    spec.arm = arm.key;
+    spec.net.kind = cfg.model;
+    spec.net.hidden.assign(cfg.depth, 100);
+    spec.net.batchnorm = arm.bn;
+    spec.net.noise = arm.noise;
+    spec.net.noise_options = cfg.noise;
+    spec.lr = cfg.lr;
+    spec.steps = cfg.steps;
+    spec.batch_size = cfg.batch_size;
+    spec.log_every = std::max<std::size_t>(1, cfg.steps / 50);
+    spec.eval_every = std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1));
+    spec.train_set = &train;
+    spec.eval_set = &eval_set;
+    // At the snapshot steps: the traced unit's activation input (after BN and noise, as the next layer sees it
+    // in training) over fixed training images — in training mode, so BN uses batch statistics and the noise
+    // is applied, but without updating BN's running statistics and without a graph.
+    auto hook = [&](Net& net, std::size_t step) {
+      if (std::find(snap_steps.begin(), snap_steps.end(), step) == snap_steps.end()) return;
+      xg::Tensor captured;
+      auto handle = net.last_preactivation->register_forward_hook(
+          [&](xg::nn::Module&, const xg::Tensor&, const xg::Tensor& out) { captured = out; });
+      {
+        xg::nn::NoStatsUpdateGuard keep_running_stats;
+        xg::NoGradGuard no_grad;
+        net.model->forward(probe.images);
+      }
+      handle.remove();
+      snaps[a].push_back(unit_values(captured, cfg.unit));
+    };
+    RunResult r = train_run(lab, spec, progress, hook);
+    if (r.diverged)
+      progress.note(fmt::format("  {}: diverged at step {} ({})", arm.title, r.diverged_at, r.diverged_why));
+    results.push_back(std::move(r));
+  }
+  progress.finish();
+
+  auto final_acc = [&](std::size_t a) { return results[a].diverged ? 0.0 : results[a].final_accuracy; };
+  const double std_acc = final_acc(0), bn_acc = final_acc(1), nbn_acc = final_acc(2), snoise_acc = final_acc(3);
+  const double chance = 1.0 / static_cast<double>(train.num_classes());
+  std::string verdict = fmt::format(
+      "Noisy BatchNorm (Santurkar et al. Fig. 2): final test accuracy — standard {}, BN {}, BN + noise {}, "
+      "standard + noise {}.",
+      percent(std_acc), percent(bn_acc), percent(nbn_acc), percent(snoise_acc));
+  const double gap = bn_acc - nbn_acc;
+  verdict += gap <= 0.03 ? fmt::format(" Noisy BN nearly matches BN ({:+.1f} points)", -100 * gap)
+                         : fmt::format(" Noisy BN falls {:.1f} points short of BN", 100 * gap);
+  if (results[3].diverged || snoise_acc < chance + 0.25 * (std_acc - chance))
+    verdict += "; the same noise stops the standard network from training";
+  else if (snoise_acc < std_acc - 0.03)
+    verdict += fmt::format("; the same noise costs the standard network {:.1f} points", 100 * (std_acc - snoise_acc));
+  else
+    verdict += "; the same noise does NOT hurt the standard network here";
+  verdict += ".";
+  // How unstable is the traced unit's distribution across snapshots? (std of its mean over time)
+  auto instability = [&](std::size_t a) {
+    std::vector<double> means;
+    for (const auto& v : snaps[a]) {
+      double s = 0;
+      for (double e : v) s += e;
+      means.push_back(v.empty() ? 0.0 : s / static_cast<double>(v.size()));
+    }
+    double m = 0, q = 0;
+    for (double e : means) m += e / static_cast<double>(means.size());
+    for (double e : means) q += (e - m) * (e - m) / static_cast<double>(means.size());
+    return std::sqrt(q);
+  };
+  const std::string stability = fmt::format(
+      "Across the {} snapshots the traced unit's mean moves with a standard deviation of {:.2f} with BN and "
+      "{:.2f} with noisy BN.",
+      cfg.snapshots, instability(1), instability(2));
+  lab.verdict(verdict + " " + stability);
+
+  // ---- figures ----------------------------------------------------------------------------------------------
+  Figure curves{"noisy_bn_accuracy", "Santurkar et al. Figure 2 on Fashion-MNIST: accuracy", 1, 2, 1300, 480, {}};
+  for (int which = 0; which < 2; ++which) {
+    Panel p;
+    p.title = which == 0 ? "training accuracy (mean over the last steps)" : "test accuracy";
+    p.xlabel = "training step";
+    p.ylabel = which == 0 ? "training accuracy" : "test accuracy";
+    p.yrange = std::pair{0.0, 1.0};
+    p.key = "bottom right";
+    for (std::size_t a = 0; a < arms.size(); ++a) {
+      const auto& r = results[a];
+      p.series.push_back({arms[a].title + (r.diverged ? " (diverged)" : ""), which == 0 ? r.log_steps : r.eval_steps,
+                          which == 0 ? r.train_accuracy : r.eval_accuracy, {}, "lines",
+                          "lw 2 lc rgb " + arms[a].color});
+    }
+    curves.panels.push_back(p);
+  }
+  Figure hist{"noisy_bn_histograms",
+              fmt::format("Distribution of unit {} of the last hidden layer's activation input over training", cfg.unit),
+              2, 2, 1200, 860, {}};
+  double lo = INFINITY, hi = -INFINITY;
+  for (const auto& arm_snaps : snaps)
+    for (const auto& v : arm_snaps) {
+      auto p = percentiles(v, {1, 99});
+      if (std::isfinite(p[0])) lo = std::min(lo, p[0]);
+      if (std::isfinite(p[1])) hi = std::max(hi, p[1]);
+    }
+  if (!(hi > lo)) { lo = -1; hi = 1; }
+  const double pad = 0.1 * (hi - lo);
+  for (std::size_t a = 0; a < arms.size(); ++a) {
+    Panel p;
+    p.title = arms[a].title;
+    p.xlabel = "activation input (after BN and noise)";
+    p.ylabel = "density";
+    p.xrange = std::pair{lo - pad, hi + pad};
+    p.key = "top right";
+    for (std::size_t k = 0; k < snaps[a].size(); ++k) {
+      auto [x, y] = histogram(snaps[a][k], lo - pad, hi + pad, 40);
+      // Early snapshots light, late ones dark.
+      const int shade = static_cast<int>(200 - 170 * static_cast<double>(k + 1) / static_cast<double>(snaps[a].size()));
+      p.series.push_back({fmt::format("step {}", snap_steps[k]), x, y, {}, "steps",
+                          fmt::format("lw 2 lc rgb '#{:02x}{:02x}{:02x}'", shade, shade, 255)});
+    }
+    hist.panels.push_back(p);
+  }
+
+  Report& rep = lab.report(ex, "Is it the distributional stability? Noisy BatchNorm (`noisy-bn`)");
+  rep.para(fmt::format(
+      "Santurkar et al.'s Figure 2 with {}: standard, + BatchNorm, + BatchNorm followed by time-varying noise, "
+      "and standard + the same noise (Algorithm 1: per step and unit μ ~ U(−{}, {}), σ ~ U(1, {}); per sample "
+      "m ~ U(μ − {}, μ + {}), s ~ N(σ, {}); a ← s·a + m, in training only). Plain SGD lr {}, batch {}, {} steps, "
+      "{} training images, test accuracy on {} test images. The paper: VGG on CIFAR-10, lr 0.1, batch 128.",
+      cfg.model == "cnn" ? "the small CNN" : "the MLP 784-100-100-100-10 ReLU", short_number(cfg.noise.n_mu),
+      short_number(cfg.noise.n_mu), short_number(cfg.noise.n_sigma), short_number(cfg.noise.r_mu),
+      short_number(cfg.noise.r_mu), short_number(cfg.noise.r_sigma), short_number(cfg.lr), cfg.batch_size,
+      cfg.steps, train.size(), eval_set.size()));
+  rep.para("**" + verdict + "** " + stability);
+  rep.image("accuracy of the four networks", lab.plot(curves));
+  rep.image("activation histograms", lab.plot(hist));
+  rep.para(fmt::format(
+      "Histograms: the input of the last hidden layer's activation (unit {}) over {} fixed training images at {} "
+      "points in training, computed in training mode (batch statistics, noise on) without updating BN's "
+      "running statistics. The paper's point: with noisy BN these distributions keep moving, yet the network "
+      "trains about as well as with BN.",
+      cfg.unit, probe.size(), cfg.snapshots));
+
+  Json& sec = lab.section(ex);
+  Json& conf = sec["config"];
+  conf["model"] = cfg.model;
+  conf["steps"] = cfg.steps;
+  conf["batch_size"] = cfg.batch_size;
+  conf["lr"] = cfg.lr;
+  conf["n_mu"] = cfg.noise.n_mu;
+  conf["n_sigma"] = cfg.noise.n_sigma;
+  conf["r_mu"] = cfg.noise.r_mu;
+  conf["r_sigma"] = cfg.noise.r_sigma;
+  conf["train_samples"] = train.size();
+  conf["eval_samples"] = eval_set.size();
+  for (std::size_t a = 0; a < arms.size(); ++a) {
+    Json& j = sec["arms"][arms[a].key];
+    j["final_test_accuracy"] = results[a].final_accuracy;
+    j["best_test_accuracy"] = results[a].best_accuracy;
+    j["diverged"] = results[a].diverged;
+    j["seconds"] = results[a].seconds;
+  }
+  sec["verdict"] = verdict;
+}
+
+}  // namespace lab

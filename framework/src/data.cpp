@@ -1,0 +1,302 @@
+// IDX reader/writer, Dataset and DataLoader (see xgrad/data.h).
+#include "xgrad/data.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+
+#include "xgrad/common.h"
+
+namespace fs = std::filesystem;
+
+namespace xg::data {
+
+namespace {
+
+// The IDX type code of unsigned bytes, the only one MNIST-style files use.
+constexpr std::uint8_t kUnsignedByte = 0x08;
+// Refuse sizes whose product exceeds this (a foreign file read as IDX would otherwise ask for terabytes).
+constexpr std::uint64_t kMaxValues = std::uint64_t(1) << 33;
+
+struct GzCloser {
+  void operator()(gzFile_s* f) const { gzclose(f); }
+};
+using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
+
+std::string type_name(std::uint8_t code) {
+  switch (code) {
+    case 0x08: return "unsigned byte";
+    case 0x09: return "signed byte";
+    case 0x0B: return "int16";
+    case 0x0C: return "int32";
+    case 0x0D: return "float32";
+    case 0x0E: return "float64";
+    default: return fmt::format("unknown type 0x{:02X}", code);
+  }
+}
+
+// Reads exactly n bytes or returns how many were read (gzread reads plain files too).
+std::size_t read_bytes(gzFile f, void* dst, std::size_t n, const std::string& path) {
+  auto* p = static_cast<unsigned char*>(dst);
+  std::size_t got = 0;
+  while (got < n) {
+    const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(n - got, 1u << 30));
+    const int r = gzread(f, p + got, chunk);
+    if (r < 0) {
+      int errnum = 0;
+      const char* msg = gzerror(f, &errnum);
+      fail("read_idx: '{}' could not be decompressed ({}); is it a damaged .gz file?", path, msg ? msg : "?");
+    }
+    if (r == 0) break;
+    got += static_cast<std::size_t>(r);
+  }
+  return got;
+}
+
+std::string listing(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  if (names.empty()) return "it is empty";
+  std::string s = "it holds:";
+  for (std::size_t i = 0; i < names.size() && i < 12; ++i) s += " " + names[i];
+  if (names.size() > 12) s += fmt::format(" ... ({} entries)", names.size());
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------- IDX
+
+IdxArray read_idx(const std::string& path, std::optional<std::size_t> expected_ndim) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail("read_idx: '{}' does not exist", path);
+  if (fs::is_directory(path, ec)) fail("read_idx: '{}' is a directory, not an IDX file", path);
+  GzFile f(gzopen(path.c_str(), "rb"));
+  if (!f) fail("read_idx: '{}' could not be opened ({})", path, std::strerror(errno));
+
+  // Magic number: two zero bytes, the type code, the number of dimensions.
+  std::uint8_t magic[4];
+  const auto got = read_bytes(f.get(), magic, 4, path);
+  if (got < 4) fail("read_idx: '{}' is truncated: it has {} byte(s), an IDX header needs at least 4", path, got);
+  if (magic[0] != 0 || magic[1] != 0)
+    fail("read_idx: '{}' is not an IDX file: its magic number starts with bytes {:02X} {:02X}, expected 00 00",
+         path, magic[0], magic[1]);
+  if (magic[2] != kUnsignedByte)
+    fail("read_idx: '{}' holds {} values (type 0x{:02X}); only unsigned bytes (0x08) as in MNIST are supported",
+         path, type_name(magic[2]), magic[2]);
+  const std::size_t ndim = magic[3];
+  if (ndim == 0) fail("read_idx: '{}' declares 0 dimensions", path);
+  if (expected_ndim && ndim != *expected_ndim)
+    fail("read_idx: '{}' has {} dimension(s), expected {} ({})", path, ndim, *expected_ndim,
+         *expected_ndim == 3 ? "an images file [N, rows, cols]" : *expected_ndim == 1 ? "a labels file [N]" : "");
+
+  // Sizes: ndim big-endian uint32.
+  IdxArray out;
+  std::uint64_t count = 1;
+  for (std::size_t i = 0; i < ndim; ++i) {
+    unsigned char b[4];
+    if (read_bytes(f.get(), b, 4, path) < 4)
+      fail("read_idx: '{}' is truncated in its header: it ends before the size of dimension {} of {}", path, i,
+           ndim);
+    const std::uint32_t n = (std::uint32_t(b[0]) << 24) | (std::uint32_t(b[1]) << 16) |
+                            (std::uint32_t(b[2]) << 8) | std::uint32_t(b[3]);
+    out.dims.push_back(n);
+    count *= n;
+    if (count > kMaxValues)
+      fail("read_idx: '{}' declares sizes {} whose product exceeds {} values; it is not a valid IDX file", path,
+           shape_str(out.dims), kMaxValues);
+  }
+
+  // Values.
+  out.values.resize(count);
+  const auto n = read_bytes(f.get(), out.values.data(), count, path);
+  if (n < count)
+    fail("read_idx: '{}' is truncated: its header declares sizes {} = {} values but only {} follow", path,
+         shape_str(out.dims), count, n);
+  unsigned char extra;
+  if (read_bytes(f.get(), &extra, 1, path) != 0)
+    fail("read_idx: '{}' has data after the {} values its header declares (sizes {}); is it a foreign file?",
+         path, count, shape_str(out.dims));
+  return out;
+}
+
+void write_idx(const std::string& path, const IdxArray& array) {
+  if (array.dims.empty() || array.dims.size() > 255)
+    fail("write_idx: '{}': an IDX array needs 1..255 dimensions, got {}", path, array.dims.size());
+  const std::size_t count = numel_of(array.dims);
+  if (count != array.values.size())
+    fail("write_idx: '{}': sizes {} need {} values, got {}", path, shape_str(array.dims), count,
+         array.values.size());
+  const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
+  const std::string tmp = path + ".tmp";
+  {
+    GzFile f(gzopen(tmp.c_str(), gz ? "wb6" : "wbT"));  // "T": write plain (transparent) output
+    if (!f) fail("write_idx: cannot create '{}' ({})", tmp, std::strerror(errno));
+    std::vector<unsigned char> header{0, 0, kUnsignedByte, static_cast<unsigned char>(array.dims.size())};
+    for (auto d : array.dims)
+      for (int s = 24; s >= 0; s -= 8) header.push_back(static_cast<unsigned char>((d >> s) & 0xFF));
+    bool ok = gzwrite(f.get(), header.data(), static_cast<unsigned>(header.size())) == int(header.size());
+    for (std::size_t off = 0; ok && off < count;) {
+      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(count - off, 1u << 30));
+      ok = gzwrite(f.get(), array.values.data() + off, chunk) == int(chunk);
+      off += chunk;
+    }
+    if (!ok || gzclose(f.release()) != Z_OK) {
+      std::remove(tmp.c_str());
+      fail("write_idx: writing '{}' failed (disk full?)", tmp);
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) fail("write_idx: cannot rename '{}' to '{}': {}", tmp, path, ec.message());
+}
+
+// ----------------------------------------------------------------------------------------------- Dataset
+
+std::size_t Dataset::num_classes() const {
+  std::size_t m = 0;
+  for (auto l : labels) m = std::max(m, l + 1);
+  return m;
+}
+
+Dataset Dataset::subset(const std::vector<std::size_t>& indices) const {
+  const Shape s = images.shape();  // [N, 1, H, W]
+  const std::size_t per = s[1] * s[2] * s[3];
+  xt::xarray<float> out = xt::xarray<float>::from_shape({indices.size(), s[1], s[2], s[3]});
+  const float* src = images.data_ptr<float>();
+  Dataset d;
+  d.labels.reserve(indices.size());
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] >= size())
+      fail("Dataset::subset: index {} is out of range for a dataset of {} samples", indices[i], size());
+    std::memcpy(out.data() + i * per, src + indices[i] * per, per * sizeof(float));
+    d.labels.push_back(labels[indices[i]]);
+  }
+  d.images = Tensor(std::move(out));
+  d.source = source;
+  return d;
+}
+
+Dataset Dataset::head(std::size_t n) const {
+  std::vector<std::size_t> idx(std::min(n, size()));
+  std::iota(idx.begin(), idx.end(), 0);
+  return subset(idx);
+}
+
+Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path) {
+  IdxArray im = read_idx(images_path, 3);
+  IdxArray lb = read_idx(labels_path, 1);
+  if (im.dims[0] != lb.dims[0])
+    fail("load_idx_pair: '{}' holds {} images but '{}' holds {} labels; they must be the same count "
+         "(mixed up train and t10k files?)",
+         images_path, im.dims[0], labels_path, lb.dims[0]);
+  if (im.dims[1] == 0 || im.dims[2] == 0)
+    fail("load_idx_pair: '{}' has images of size {}x{}; both sides must be positive", images_path, im.dims[1],
+         im.dims[2]);
+  // Pixels: unsigned bytes 0..255 -> float32 in [0, 1].
+  xt::xarray<float> x = xt::xarray<float>::from_shape({im.dims[0], 1, im.dims[1], im.dims[2]});
+  float* p = x.data();
+  for (std::size_t i = 0; i < im.values.size(); ++i) p[i] = static_cast<float>(im.values[i]) * (1.0f / 255.0f);
+  Dataset d;
+  d.images = Tensor(std::move(x));
+  d.labels.assign(lb.values.begin(), lb.values.end());
+  d.source = images_path;
+  return d;
+}
+
+Dataset load_mnist_folder(const std::string& dir, bool train) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    fail("load_mnist_folder: '{}' is not a folder (expected a folder with MNIST-format files such as "
+         "train-images-idx3-ubyte.gz; on Debian: apt-get install dataset-fashion-mnist)",
+         dir);
+  const std::string prefix = train ? "train" : "t10k";
+  auto find = [&](const std::string& stem) {
+    for (const char* ext : {"", ".gz"}) {
+      const fs::path p = fs::path(dir) / (stem + ext);
+      if (fs::is_regular_file(p, ec)) return p.string();
+    }
+    fail("load_mnist_folder: '{}' has neither {} nor {}.gz; {}", dir, stem, stem, listing(dir));
+  };
+  const std::string images = find(prefix + "-images-idx3-ubyte");
+  const std::string labels = find(prefix + "-labels-idx1-ubyte");
+  Dataset d = load_idx_pair(images, labels);
+  d.source = dir;
+  return d;
+}
+
+std::pair<Dataset, Dataset> train_val_split(const Dataset& ds, std::size_t num_val, std::uint64_t seed) {
+  if (num_val > ds.size())
+    fail("train_val_split: asked for {} validation samples from a dataset of {}", num_val, ds.size());
+  Generator gen(seed);
+  auto perm = randperm(ds.size(), &gen);
+  std::vector<std::size_t> val(perm.begin(), perm.begin() + static_cast<std::ptrdiff_t>(num_val));
+  std::vector<std::size_t> tr(perm.begin() + static_cast<std::ptrdiff_t>(num_val), perm.end());
+  // Keep each part in the original order: the split chooses *which* samples, loaders choose the order.
+  std::sort(val.begin(), val.end());
+  std::sort(tr.begin(), tr.end());
+  return {ds.subset(tr), ds.subset(val)};
+}
+
+// -------------------------------------------------------------------------------------------- DataLoader
+
+DataLoader::DataLoader(const Dataset& dataset, DataLoaderOptions options)
+    : ds_(dataset), opts_(options), gen_(options.seed_) {
+  if (opts_.batch_size_ == 0) fail("DataLoader: batch_size must be positive");
+  if (ds_.size() == 0) fail("DataLoader: the dataset is empty");
+  if (opts_.drop_last_ && ds_.size() < opts_.batch_size_)
+    fail("DataLoader: drop_last with batch_size {} on a dataset of {} samples gives no batch at all",
+         opts_.batch_size_, ds_.size());
+  cursor_ = num_batches();  // so that the first next() starts epoch 1
+}
+
+std::size_t DataLoader::num_batches() const {
+  const std::size_t n = ds_.size(), b = opts_.batch_size_;
+  return opts_.drop_last_ ? n / b : (n + b - 1) / b;
+}
+
+void DataLoader::start_epoch() {
+  if (opts_.shuffle_) {
+    order_ = randperm(ds_.size(), &gen_);
+  } else {
+    order_.resize(ds_.size());
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+  ++epoch_;
+  cursor_ = 0;
+}
+
+Batch DataLoader::make_batch(std::size_t batch_index) const {
+  const std::size_t lo = batch_index * opts_.batch_size_;
+  const std::size_t hi = std::min(lo + opts_.batch_size_, ds_.size());
+  std::vector<std::size_t> idx(order_.begin() + static_cast<std::ptrdiff_t>(lo),
+                               order_.begin() + static_cast<std::ptrdiff_t>(hi));
+  Dataset d = ds_.subset(idx);
+  return Batch{d.images, std::move(d.labels)};
+}
+
+Batch DataLoader::next() {
+  if (cursor_ >= num_batches()) start_epoch();
+  return make_batch(cursor_++);
+}
+
+DataLoader::Iterator DataLoader::begin() {
+  start_epoch();
+  cursor_ = num_batches();  // a later next() starts a fresh epoch
+  return Iterator(this, 0);
+}
+
+DataLoader::Iterator DataLoader::end() { return Iterator(nullptr, num_batches()); }
+
+void DataLoader::Iterator::load() {
+  if (index_ < loader_->num_batches()) batch_ = loader_->make_batch(index_);
+}
+
+}  // namespace xg::data

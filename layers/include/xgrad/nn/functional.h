@@ -1,0 +1,94 @@
+// xgrad/nn/functional.h — the stateless forms of the layers and losses (PyTorch: torch::nn::functional).
+// The modules in xgrad/nn/*.h hold parameters and options and call these.
+//
+//   namespace F = xg::nn::functional;
+//   auto y = F::conv2d(x, w, b, /*stride=*/1, /*padding=*/1);
+//
+// Layouts are PyTorch's: images [N, C, H, W], conv weights [C_out, C_in, kH, kW], class scores [N, C].
+// Every function checks its arguments and throws xg::Error naming the function, the shapes and the fix.
+#pragma once
+
+#include <cstddef>
+#include <initializer_list>
+#include <optional>
+#include <vector>
+
+#include "xgrad/nn/options.h"
+#include "xgrad/random.h"
+#include "xgrad/tensor.h"
+
+namespace xg::nn::functional {
+
+// ---- convolution and pooling ---------------------------------------------------------------------------
+/// 2-d cross-correlation (what deep learning calls convolution), zero padding:
+///   y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q] · x[n, c, i·sh + p - ph, j·sw + q - pw]   (x = 0 outside)
+/// input [N, C_in, H, W], weight [C_out, C_in, kH, kW], bias [C_out] or undefined -> [N, C_out, H_out, W_out],
+/// H_out = (H + 2·ph - kH)/sh + 1 (floor), likewise W_out. One recorded op "conv2d": forward by im2col and
+/// one GEMM per image; backward dW = Σ_n dY_n · col_nᵀ, dx = col2im(Wᵀ · dY_n), db = Σ dY.
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
+              Size2 padding = 0);
+
+/// Max over each kH×kW window (padding counts as -inf), [N, C, H, W] -> [N, C, H_out, W_out] with
+/// H_out = (H + 2·ph - kH)/sh + 1. stride defaults to the kernel size. The gradient goes to the window's
+/// arg-max (the first one on ties, as PyTorch); a NaN in a window wins, as in PyTorch.
+Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0);
+
+/// Mean over each kH×kW window. count_include_pad (PyTorch's default true): divide by kH·kW even where the
+/// window covers padding; false: divide by the number of real pixels in the window.
+Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0, bool count_include_pad = true);
+
+// ---- dropout ---------------------------------------------------------------------------------------------
+/// Inverted dropout: in training, each element is kept with probability 1-p and scaled by 1/(1-p), else 0
+/// (p = 1 gives zeros); not training (or p = 0), returns the input itself. The mask is drawn from `gen`
+/// (default_generator() if null), so a seeded generator gives the same mask every run. p must be in [0, 1].
+Tensor dropout(const Tensor& input, double p = 0.5, bool training = true, Generator* gen = nullptr);
+
+// ---- losses ----------------------------------------------------------------------------------------------
+/// Negative log-likelihood of class indices: loss_i = -log_probs[i, target_i].
+///   log_probs [N, C] (or [N, C, d1, ...] with target [N, d1, ...], or [C] with a single target);
+///   target: class indices as a Tensor (integral values in [0, C), any float dtype) or a std::vector.
+/// Reduction::Mean averages over all N·d1·... losses. A target outside [0, C) or not an integer is an error
+/// naming its position and value.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor nll_loss(const Tensor& log_probs, const std::vector<std::size_t>& target,
+                Reduction reduction = Reduction::Mean);
+/// Braced class indices, `nll_loss(lp, {2, 0})` (otherwise ambiguous between the two forms above).
+inline Tensor nll_loss(const Tensor& log_probs, std::initializer_list<std::size_t> target,
+                       Reduction reduction = Reduction::Mean) {
+  return nll_loss(log_probs, std::vector<std::size_t>(target), reduction);
+}
+
+/// Cross-entropy from raw scores (logits): nll_loss(log_softmax(logits, 1), target). Stable for any logits
+/// (log_softmax subtracts the row max). Shapes and targets as nll_loss.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor cross_entropy(const Tensor& logits, const std::vector<std::size_t>& target,
+                     Reduction reduction = Reduction::Mean);
+inline Tensor cross_entropy(const Tensor& logits, std::initializer_list<std::size_t> target,
+                            Reduction reduction = Reduction::Mean) {
+  return cross_entropy(logits, std::vector<std::size_t>(target), reduction);
+}
+
+/// Mean squared error: (input - target)² reduced. Shapes must be equal (no broadcasting: PyTorch only warns,
+/// and a silently broadcast loss is a classic bug).
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+
+// ---- batch normalization -------------------------------------------------------------------------------
+/// Batch normalization over every axis but the channel axis 1, composed from tensor ops (autograd derives
+/// the gradient). PyTorch's torch.nn.functional.batch_norm semantics:
+///   training:  y = (x - mean_B)/sqrt(var_B + eps)·weight + bias with the batch mean and the BIASED batch
+///              variance over the m = N·spatial values of each channel; if running_mean/running_var are
+///              defined they are updated in place, under no-grad:
+///                running_mean = (1 - momentum)·running_mean + momentum·mean_B
+///                running_var  = (1 - momentum)·running_var  + momentum·var_B·m/(m - 1)   (unbiased)
+///              m must be > 1 (error naming the shape, suggesting drop_last).
+///   otherwise: y = (x - running_mean)/sqrt(running_var + eps)·weight + bias (running stats required).
+/// input [N, C] / [N, C, L] / [N, C, H, W] / any [N, C, ...]; running stats, weight, bias [C] or undefined
+/// (weight 1, bias 0). momentum here is the factor itself: BatchNorm computes 1/num_batches for the
+/// cumulative average. eps > 0.
+Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                  const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                  double momentum = 0.1, double eps = 1e-5);
+
+}  // namespace xg::nn::functional

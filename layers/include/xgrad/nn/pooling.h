@@ -1,0 +1,48 @@
+// xgrad/nn/pooling.h — MaxPool2d and AvgPool2d.
+#pragma once
+
+#include <optional>
+
+#include "xgrad/nn/module.h"
+#include "xgrad/nn/options.h"
+
+namespace xg::nn {
+
+/// Options of MaxPool2d / AvgPool2d: `MaxPool2dOptions(2)`; stride defaults to the kernel size; padding must
+/// be at most half the kernel (as PyTorch). No ceil_mode or dilation.
+struct Pool2dOptions {
+  Pool2dOptions(Size2 kernel_size) : kernel_size_(kernel_size) {}  // NOLINT: implicit, MaxPool2d(2)
+  XG_ARG(Size2, kernel_size);
+  XG_ARG(std::optional<Size2>, stride) = std::nullopt;
+  XG_ARG(Size2, padding) = 0;
+  /// AvgPool2d only: divide by kH·kW even where the window covers padding (PyTorch's default).
+  XG_ARG(bool, count_include_pad) = true;
+};
+using MaxPool2dOptions = Pool2dOptions;
+using AvgPool2dOptions = Pool2dOptions;
+
+/// functional::max_pool2d as a module: [N, C, H, W] -> [N, C, H_out, W_out].
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(const MaxPool2dOptions& options);
+  explicit MaxPool2d(Size2 kernel_size) : MaxPool2d(MaxPool2dOptions(kernel_size)) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  Pool2dOptions options_;
+};
+
+/// functional::avg_pool2d as a module.
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(const AvgPool2dOptions& options);
+  explicit AvgPool2d(Size2 kernel_size) : AvgPool2d(AvgPool2dOptions(kernel_size)) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  Pool2dOptions options_;
+};
+
+}  // namespace xg::nn

@@ -1,0 +1,235 @@
+// max_pool2d and avg_pool2d as recorded ops with direct loops, and their modules.
+//
+// Output pixel (i, j) of a plane looks at the window of input rows i·sh - ph .. i·sh - ph + kH - 1 and
+// columns j·sw - pw .. j·sw - pw + kW - 1, clipped to the image (the padding is -inf for max, 0 for mean).
+//   max:  y = max over the window; backward sends dy to the position of the max (saved in forward).
+//   mean: y = Σ window / d with d = kH·kW (count_include_pad) or the number of real pixels; backward adds
+//         dy/d to every pixel of the window.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <ostream>
+#include <vector>
+
+#include "xgrad/autograd.h"
+#include "xgrad/nn/functional.h"
+#include "xgrad/nn/pooling.h"
+
+namespace xg::nn {
+
+namespace {
+
+struct PoolGeometry {
+  std::size_t planes, H, W;  // planes = N·C
+  std::size_t kh, kw, sh, sw, ph, pw;
+  std::size_t Ho, Wo;
+  // The clipped window of output pixel (i, j): rows [r0, r1), columns [c0, c1).
+  std::size_t row_begin(std::size_t i) const { return i * sh >= ph ? i * sh - ph : 0; }
+  std::size_t row_end(std::size_t i) const { return std::min(i * sh + kh - ph, H); }  // i·sh + kh > ph always
+  std::size_t col_begin(std::size_t j) const { return j * sw >= pw ? j * sw - pw : 0; }
+  std::size_t col_end(std::size_t j) const { return std::min(j * sw + kw - pw, W); }
+};
+
+PoolGeometry pool_geometry(const char* op, const Tensor& x, Size2 kernel, std::optional<Size2> stride_opt,
+                           Size2 padding) {
+  if (!x.defined()) fail("{}: the input is undefined", op);
+  const Shape xs = x.shape();
+  if (xs.size() != 4) fail("{}: input must be [N, C, H, W], got shape {}", op, shape_str(xs));
+  const Size2 stride = stride_opt.value_or(kernel);
+  if (kernel.h == 0 || kernel.w == 0) fail("{}: kernel_size must be >= 1, got {}", op, to_string(kernel));
+  if (stride.h == 0 || stride.w == 0) fail("{}: stride must be >= 1, got {}", op, to_string(stride));
+  if (2 * padding.h > kernel.h || 2 * padding.w > kernel.w)
+    fail("{}: padding {} must be at most half the kernel size {}", op, to_string(padding), to_string(kernel));
+  if (xs[2] + 2 * padding.h < kernel.h || xs[3] + 2 * padding.w < kernel.w)
+    fail("{}: the kernel {} is larger than the padded input (input {}, padding {})", op, to_string(kernel),
+         shape_str(xs), to_string(padding));
+  PoolGeometry g{xs[0] * xs[1], xs[2], xs[3], kernel.h, kernel.w, stride.h, stride.w, padding.h, padding.w, 0, 0};
+  g.Ho = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+  return g;
+}
+
+Shape pooled_shape(const Tensor& x, const PoolGeometry& g) {
+  const Shape xs = x.shape();
+  return {xs[0], xs[1], g.Ho, g.Wo};
+}
+
+// y = window max, argmax[k] = flat index (r·W + c) inside the plane of the winner.
+template <class T>
+void max_pool_forward(const T* x, T* y, std::uint32_t* argmax, const PoolGeometry& g) {
+  for (std::size_t pl = 0; pl < g.planes; ++pl) {
+    const T* xp = x + pl * g.H * g.W;
+    for (std::size_t i = 0; i < g.Ho; ++i)
+      for (std::size_t j = 0; j < g.Wo; ++j) {
+        const std::size_t r0 = g.row_begin(i), r1 = g.row_end(i), c0 = g.col_begin(j), c1 = g.col_end(j);
+        std::size_t best = r0 * g.W + c0;
+        T m = xp[best];
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t c = c0; c < c1; ++c) {
+            const T v = xp[r * g.W + c];
+            if (v > m || std::isnan(v)) {  // strict >: the first max wins ties; NaN propagates (as PyTorch)
+              m = v;
+              best = r * g.W + c;
+            }
+          }
+        const std::size_t k = (pl * g.Ho + i) * g.Wo + j;
+        y[k] = m;
+        argmax[k] = static_cast<std::uint32_t>(best);
+      }
+  }
+}
+
+// The common 2×2, stride-2, unpadded case (the CNN's pool) without the window bookkeeping: same results.
+template <class T>
+void max_pool_forward_2x2(const T* x, T* y, std::uint32_t* argmax, const PoolGeometry& g) {
+  for (std::size_t pl = 0; pl < g.planes; ++pl) {
+    const T* xp = x + pl * g.H * g.W;
+    for (std::size_t i = 0; i < g.Ho; ++i) {
+      const std::size_t top = 2 * i * g.W, bottom = top + g.W;
+      T* yr = y + (pl * g.Ho + i) * g.Wo;
+      std::uint32_t* ar = argmax + (pl * g.Ho + i) * g.Wo;
+      for (std::size_t j = 0; j < g.Wo; ++j) {
+        std::size_t best = top + 2 * j;
+        T m = xp[best];
+        // the window in row-major order, as the general loop scans it
+        for (const std::size_t k : {top + 2 * j + 1, bottom + 2 * j, bottom + 2 * j + 1}) {
+          const T v = xp[k];
+          if (v > m || v != v) {  // v != v: NaN
+            m = v;
+            best = k;
+          }
+        }
+        yr[j] = m;
+        ar[j] = static_cast<std::uint32_t>(best);
+      }
+    }
+  }
+}
+
+template <class T>
+void avg_pool_forward(const T* x, T* y, const PoolGeometry& g, bool count_include_pad) {
+  for (std::size_t pl = 0; pl < g.planes; ++pl) {
+    const T* xp = x + pl * g.H * g.W;
+    for (std::size_t i = 0; i < g.Ho; ++i)
+      for (std::size_t j = 0; j < g.Wo; ++j) {
+        const std::size_t r0 = g.row_begin(i), r1 = g.row_end(i), c0 = g.col_begin(j), c1 = g.col_end(j);
+        T s = 0;
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t c = c0; c < c1; ++c) s += xp[r * g.W + c];
+        const std::size_t d = count_include_pad ? g.kh * g.kw : (r1 - r0) * (c1 - c0);
+        y[(pl * g.Ho + i) * g.Wo + j] = s / static_cast<T>(d);
+      }
+  }
+}
+
+template <class T>
+void avg_pool_backward(const T* dy, T* dx, const PoolGeometry& g, bool count_include_pad) {
+  for (std::size_t pl = 0; pl < g.planes; ++pl) {
+    T* dxp = dx + pl * g.H * g.W;
+    for (std::size_t i = 0; i < g.Ho; ++i)
+      for (std::size_t j = 0; j < g.Wo; ++j) {
+        const std::size_t r0 = g.row_begin(i), r1 = g.row_end(i), c0 = g.col_begin(j), c1 = g.col_end(j);
+        const std::size_t d = count_include_pad ? g.kh * g.kw : (r1 - r0) * (c1 - c0);
+        const T share = dy[(pl * g.Ho + i) * g.Wo + j] / static_cast<T>(d);
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t c = c0; c < c1; ++c) dxp[r * g.W + c] += share;
+      }
+  }
+}
+
+Tensor uninitialized(const Shape& shape, Dtype dtype) {
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    return Tensor(xt::xarray<T>::from_shape(shape));
+  });
+}
+
+}  // namespace
+
+namespace functional {
+
+Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding) {
+  const PoolGeometry g = pool_geometry("max_pool2d", x, kernel, stride, padding);
+  if (g.H * g.W > std::numeric_limits<std::uint32_t>::max())
+    fail("max_pool2d: planes of more than 2^32 pixels are not supported (input {})", shape_str(x.shape()));
+  Tensor y = uninitialized(pooled_shape(x, g), x.dtype());
+  auto argmax = std::make_shared<std::vector<std::uint32_t>>(y.numel());
+  dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0)
+      max_pool_forward_2x2<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax->data(), g);
+    else
+      max_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax->data(), g);
+  });
+  return record_op("max_pool2d", y, {x}, [argmax, g, xs = x.shape()](const Tensor& gy, const std::vector<bool>&) {
+    // dx[plane, argmax] += dy  (each output pixel sends its gradient to the input pixel that won)
+    Tensor dx = zeros(xs, gy.dtype());
+    dispatch(gy.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* pdy = gy.data_ptr<T>();
+      T* pdx = dx.data_ptr<T>();
+      const std::size_t per_plane = g.Ho * g.Wo;
+      for (std::size_t k = 0; k < argmax->size(); ++k) pdx[(k / per_plane) * g.H * g.W + (*argmax)[k]] += pdy[k];
+    });
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor avg_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, bool count_include_pad) {
+  const PoolGeometry g = pool_geometry("avg_pool2d", x, kernel, stride, padding);
+  Tensor y = uninitialized(pooled_shape(x, g), x.dtype());
+  dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    avg_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), g, count_include_pad);
+  });
+  return record_op("avg_pool2d", y, {x},
+                   [g, xs = x.shape(), count_include_pad](const Tensor& gy, const std::vector<bool>&) {
+                     Tensor dx = zeros(xs, gy.dtype());
+                     dispatch(gy.dtype(), [&](auto t) {
+                       using T = decltype(t);
+                       avg_pool_backward<T>(gy.data_ptr<T>(), dx.data_ptr<T>(), g, count_include_pad);
+                     });
+                     return std::vector<Tensor>{dx};
+                   });
+}
+
+}  // namespace functional
+
+// ---- modules -----------------------------------------------------------------------------------------------
+namespace {
+void check_pool_options(const char* who, const Pool2dOptions& o) {
+  const Size2 k = o.kernel_size(), s = o.stride().value_or(k), p = o.padding();
+  if (k.h == 0 || k.w == 0) fail("{}: kernel_size must be >= 1, got {}", who, to_string(k));
+  if (s.h == 0 || s.w == 0) fail("{}: stride must be >= 1, got {}", who, to_string(s));
+  if (2 * p.h > k.h || 2 * p.w > k.w)
+    fail("{}: padding {} must be at most half the kernel size {}", who, to_string(p), to_string(k));
+}
+
+void print_pool(std::ostream& os, const char* who, const Pool2dOptions& o, bool avg) {
+  os << who << "(kernel_size=" << to_string(o.kernel_size())
+     << ", stride=" << to_string(o.stride().value_or(o.kernel_size())) << ", padding=" << to_string(o.padding());
+  if (avg && !o.count_include_pad()) os << ", count_include_pad=false";
+  os << ")";
+}
+}  // namespace
+
+MaxPool2d::MaxPool2d(const MaxPool2dOptions& options) : options_(options) { check_pool_options("MaxPool2d", options); }
+
+Tensor MaxPool2d::forward(const Tensor& input) {
+  return apply_forward_hooks(
+      input, functional::max_pool2d(input, options_.kernel_size(), options_.stride(), options_.padding()));
+}
+
+void MaxPool2d::pretty_print(std::ostream& os) const { print_pool(os, "MaxPool2d", options_, false); }
+
+AvgPool2d::AvgPool2d(const AvgPool2dOptions& options) : options_(options) { check_pool_options("AvgPool2d", options); }
+
+Tensor AvgPool2d::forward(const Tensor& input) {
+  return apply_forward_hooks(input, functional::avg_pool2d(input, options_.kernel_size(), options_.stride(),
+                                                           options_.padding(), options_.count_include_pad()));
+}
+
+void AvgPool2d::pretty_print(std::ostream& os) const { print_pool(os, "AvgPool2d", options_, true); }
+
+}  // namespace xg::nn

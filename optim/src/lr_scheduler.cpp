@@ -1,0 +1,385 @@
+// Learning-rate schedules (see xgrad/optim/lr_scheduler.h). Each get_lr() is PyTorch 1.13's chainable form,
+// each closed_form_lr() its closed form, written in the same order of operations.
+#include "xgrad/optim/lr_scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+namespace xg::optim {
+
+namespace {
+Tensor f64(double v) { return scalar(v, kFloat64); }
+Tensor f64(const std::vector<double>& v) { return from_vector(v, {v.size()}, kFloat64); }
+
+const Tensor& get(const StateDict& sd, const std::string& key, const std::string& who) {
+  if (!sd.contains(key))
+    fail("{}: the state has no '{}' (pass the scheduler's part of a checkpoint, e.g. ckpt.sub(\"scheduler\"))", who,
+         key);
+  return sd.at(key);
+}
+
+std::vector<double> get_vector(const StateDict& sd, const std::string& key, std::size_t size, const std::string& who) {
+  const Tensor& t = get(sd, key, who);
+  if (t.numel() != size)
+    fail("{}: '{}' has {} values but the optimizer has {} parameter groups", who, key, t.numel(), size);
+  return t.to_vector();
+}
+}  // namespace
+
+// ---- LRScheduler ------------------------------------------------------------------------------------------
+LRScheduler::LRScheduler(Optimizer& optimizer, std::string name) : optimizer_(optimizer), name_(std::move(name)) {
+  for (auto& group : optimizer_.param_groups()) {
+    if (!group.initial_lr) group.initial_lr = group.lr();  // PyTorch: group.setdefault('initial_lr', group['lr'])
+    base_lrs_.push_back(*group.initial_lr);
+  }
+}
+
+void LRScheduler::initial_step() {
+  step_count_ = 0;
+  step();
+}
+
+void LRScheduler::step() {
+  check_groups("step()");
+  ++step_count_;
+  ++last_epoch_;
+  apply(get_lr());
+}
+
+void LRScheduler::step_to(std::int64_t epoch) {
+  check_groups("step()");
+  ++step_count_;
+  last_epoch_ = epoch;
+  apply(closed_form_lr());
+}
+
+std::vector<double> LRScheduler::group_lrs() const {
+  std::vector<double> lrs;
+  for (const auto& group : optimizer_.param_groups()) lrs.push_back(group.lr());
+  return lrs;
+}
+
+void LRScheduler::apply(const std::vector<double>& lrs) {
+  auto& groups = optimizer_.param_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i) groups[i].set_lr(lrs[i]);
+  last_lr_ = lrs;
+}
+
+void LRScheduler::check_groups(const char* where) const {
+  if (optimizer_.param_groups().size() != base_lrs_.size())
+    fail(
+        "{}.{}: the optimizer has {} parameter groups but had {} when the scheduler was created; create the "
+        "scheduler after the last add_param_group()",
+        name_, where, optimizer_.param_groups().size(), base_lrs_.size());
+}
+
+StateDict LRScheduler::state_dict() const {
+  StateDict sd;
+  sd.insert("last_epoch", f64(double(last_epoch_)));
+  sd.insert("step_count", f64(double(step_count_)));
+  sd.insert("base_lrs", f64(base_lrs_));
+  sd.insert("last_lr", f64(last_lr_));
+  return sd;
+}
+
+void LRScheduler::load_state_dict(const StateDict& sd) {
+  const std::string who = name_ + ".load_state_dict()";
+  const std::size_t n = optimizer_.param_groups().size();
+  auto base = get_vector(sd, "base_lrs", n, who);
+  auto last = get_vector(sd, "last_lr", n, who);
+  const auto last_epoch = std::int64_t(get(sd, "last_epoch", who).item());
+  const auto step_count = std::int64_t(get(sd, "step_count", who).item());
+  last_epoch_ = last_epoch;
+  step_count_ = step_count;
+  base_lrs_ = std::move(base);
+  last_lr_ = std::move(last);
+}
+
+// ---- StepLR -----------------------------------------------------------------------------------------------
+StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
+    : LRScheduler(optimizer, "StepLR"), step_size_(step_size), gamma_(gamma) {
+  if (step_size < 1) fail("StepLR: step_size must be >= 1, got {}", step_size);
+  initial_step();
+}
+
+std::vector<double> StepLR::get_lr() const {
+  auto lrs = group_lrs();
+  if (last_epoch_ == 0 || last_epoch_ % step_size_ != 0) return lrs;
+  for (double& lr : lrs) lr = lr * gamma_;
+  return lrs;
+}
+
+std::vector<double> StepLR::closed_form_lr() const {
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(last_epoch_ / step_size_)));
+  return lrs;
+}
+
+// ---- MultiStepLR ------------------------------------------------------------------------------------------
+MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<std::int64_t> milestones, double gamma)
+    : LRScheduler(optimizer, "MultiStepLR"), milestones_(std::move(milestones)), gamma_(gamma) {
+  for (auto m : milestones_)
+    if (m < 0) fail("MultiStepLR: milestones must be >= 0, got {}", m);
+  std::sort(milestones_.begin(), milestones_.end());
+  initial_step();
+}
+
+std::vector<double> MultiStepLR::get_lr() const {
+  const auto hits = std::count(milestones_.begin(), milestones_.end(), last_epoch_);
+  auto lrs = group_lrs();
+  if (hits == 0) return lrs;
+  for (double& lr : lrs) lr = lr * std::pow(gamma_, double(hits));
+  return lrs;
+}
+
+std::vector<double> MultiStepLR::closed_form_lr() const {
+  const auto passed = std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin();
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(passed)));
+  return lrs;
+}
+
+// ---- ExponentialLR ----------------------------------------------------------------------------------------
+ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma)
+    : LRScheduler(optimizer, "ExponentialLR"), gamma_(gamma) {
+  initial_step();
+}
+
+std::vector<double> ExponentialLR::get_lr() const {
+  auto lrs = group_lrs();
+  if (last_epoch_ == 0) return lrs;
+  for (double& lr : lrs) lr = lr * gamma_;
+  return lrs;
+}
+
+std::vector<double> ExponentialLR::closed_form_lr() const {
+  std::vector<double> lrs;
+  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(last_epoch_)));
+  return lrs;
+}
+
+// ---- CosineAnnealingLR ------------------------------------------------------------------------------------
+CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
+    : LRScheduler(optimizer, "CosineAnnealingLR"), T_max_(T_max), eta_min_(eta_min) {
+  if (T_max < 1) fail("CosineAnnealingLR: T_max must be >= 1, got {}", T_max);
+  initial_step();
+}
+
+// Chainable form: lr_e = eta_min + (lr_{e-1} − eta_min)·(1 + cos(π·e/T)) / (1 + cos(π·(e−1)/T)). Where the
+// denominator is 0 (e − 1 = T, 3T, ...: the bottom of the cosine) PyTorch adds the closed-form increment instead.
+std::vector<double> CosineAnnealingLR::get_lr() const {
+  const double pi = std::numbers::pi, e = double(last_epoch_), T = double(T_max_);
+  auto lrs = group_lrs();
+  if (last_epoch_ == 0) return lrs;
+  if ((last_epoch_ - 1 - T_max_) % (2 * T_max_) == 0) {
+    for (std::size_t i = 0; i < lrs.size(); ++i)
+      lrs[i] = lrs[i] + (base_lrs_[i] - eta_min_) * (1 - std::cos(pi / T)) / 2;
+    return lrs;
+  }
+  for (double& lr : lrs)
+    lr = (1 + std::cos(pi * e / T)) / (1 + std::cos(pi * (e - 1) / T)) * (lr - eta_min_) + eta_min_;
+  return lrs;
+}
+
+std::vector<double> CosineAnnealingLR::closed_form_lr() const {
+  const double pi = std::numbers::pi;
+  std::vector<double> lrs;
+  for (double base : base_lrs_)
+    lrs.push_back(eta_min_ + (base - eta_min_) * (1 + std::cos(pi * double(last_epoch_) / double(T_max_))) / 2);
+  return lrs;
+}
+
+// ---- LinearLR ---------------------------------------------------------------------------------------------
+LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, std::int64_t total_iters)
+    : LRScheduler(optimizer, "LinearLR"),
+      start_factor_(start_factor),
+      end_factor_(end_factor),
+      total_iters_(total_iters) {
+  if (!(start_factor > 0 && start_factor <= 1)) fail("LinearLR: start_factor must be in (0, 1], got {}", start_factor);
+  if (!(end_factor >= 0 && end_factor <= 1)) fail("LinearLR: end_factor must be in [0, 1], got {}", end_factor);
+  if (total_iters < 1) fail("LinearLR: total_iters must be >= 1, got {}", total_iters);
+  initial_step();
+}
+
+// Chainable form: the factor goes from f(e−1) to f(e), so lr_e = lr_{e−1}·f(e)/f(e−1), written as PyTorch does.
+std::vector<double> LinearLR::get_lr() const {
+  auto lrs = group_lrs();
+  if (last_epoch_ == 0) {
+    for (double& lr : lrs) lr = lr * start_factor_;
+    return lrs;
+  }
+  if (last_epoch_ > total_iters_) return lrs;
+  const double delta = end_factor_ - start_factor_;
+  for (double& lr : lrs)
+    lr = lr * (1.0 + delta / (double(total_iters_) * start_factor_ + double(last_epoch_ - 1) * delta));
+  return lrs;
+}
+
+std::vector<double> LinearLR::closed_form_lr() const {
+  const double progress = double(std::min(total_iters_, last_epoch_));
+  std::vector<double> lrs;
+  for (double base : base_lrs_)
+    lrs.push_back(base * (start_factor_ + (end_factor_ - start_factor_) * progress / double(total_iters_)));
+  return lrs;
+}
+
+// ---- SequentialLR -----------------------------------------------------------------------------------------
+SequentialLR::SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRScheduler>> schedulers,
+                           std::vector<std::int64_t> milestones)
+    : LRScheduler(optimizer, "SequentialLR"), schedulers_(std::move(schedulers)), milestones_(std::move(milestones)) {
+  if (schedulers_.empty()) fail("SequentialLR: needs at least one scheduler");
+  for (std::size_t i = 0; i < schedulers_.size(); ++i) {
+    const auto& s = schedulers_[i];
+    if (!s) fail("SequentialLR: schedulers[{}] is null", i);
+    if (&s->optimizer() != &optimizer)
+      fail(
+          "SequentialLR: schedulers[{}] ({}) belongs to another optimizer; every scheduler must wrap the "
+          "optimizer given to SequentialLR",
+          i, s->name());
+    if (dynamic_cast<const SequentialLR*>(s.get()))
+      fail("SequentialLR: schedulers[{}] is a SequentialLR; nesting is not supported", i);
+    for (std::size_t j = 0; j < i; ++j)
+      if (schedulers_[j] == s) fail("SequentialLR: schedulers[{}] is the same object as schedulers[{}]", i, j);
+  }
+  if (milestones_.size() + 1 != schedulers_.size())
+    fail("SequentialLR: expects one milestone fewer than schedulers, got {} schedulers and {} milestones",
+         schedulers_.size(), milestones_.size());
+  for (std::size_t i = 0; i < milestones_.size(); ++i)
+    if (milestones_[i] < 1 || (i > 0 && milestones_[i] <= milestones_[i - 1]))
+      fail("SequentialLR: milestones must be positive and strictly increasing, got {}", fmt::join(milestones_, ", "));
+
+  // As PyTorch: reset the lrs the schedulers' constructors changed, undo their initial step, and redo it for the
+  // first scheduler only.
+  for (auto& group : optimizer_.param_groups()) group.set_lr(*group.initial_lr);
+  for (auto& s : schedulers_) s->last_epoch_ -= 1;
+  schedulers_[0]->initial_step();
+  last_epoch_ = 0;
+  last_lr_ = schedulers_[0]->get_last_lr();
+}
+
+void SequentialLR::step() {
+  check_groups("step()");
+  ++step_count_;
+  ++last_epoch_;
+  const auto idx =
+      std::size_t(std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin());
+  auto& s = schedulers_[idx];
+  if (idx > 0 && milestones_[idx - 1] == last_epoch_)
+    s->step_to(0);  // the next schedule starts at its own epoch 0, from base_lrs (closed form)
+  else
+    s->step();
+  last_lr_ = s->get_last_lr();
+}
+
+// SequentialLR's learning rates always come from the scheduler in charge (step() above).
+std::vector<double> SequentialLR::get_lr() const { return last_lr_; }
+std::vector<double> SequentialLR::closed_form_lr() const { return last_lr_; }
+
+StateDict SequentialLR::state_dict() const {
+  StateDict sd = LRScheduler::state_dict();
+  for (std::size_t i = 0; i < schedulers_.size(); ++i)
+    sd.merge(fmt::format("schedulers.{}", i), schedulers_[i]->state_dict());
+  return sd;
+}
+
+void SequentialLR::load_state_dict(const StateDict& sd) {
+  // Check that every part is there before changing anything.
+  for (std::size_t i = 0; i < schedulers_.size(); ++i)
+    if (sd.sub(fmt::format("schedulers.{}", i)).size() == 0)
+      fail(
+          "SequentialLR.load_state_dict(): the state has no 'schedulers.{}.*' entries (it was saved with fewer "
+          "schedulers?)",
+          i);
+  LRScheduler::load_state_dict(sd);
+  for (std::size_t i = 0; i < schedulers_.size(); ++i)
+    schedulers_[i]->load_state_dict(sd.sub(fmt::format("schedulers.{}", i)));
+}
+
+// ---- ReduceLROnPlateau ------------------------------------------------------------------------------------
+ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, ReduceLROnPlateauOptions options)
+    : optimizer_(optimizer), options_(std::move(options)) {
+  const auto& o = options_;
+  if (!(o.factor() >= 0 && o.factor() < 1)) fail("ReduceLROnPlateau: factor must be in [0, 1), got {}", o.factor());
+  if (o.patience() < 0) fail("ReduceLROnPlateau: patience must be >= 0, got {}", o.patience());
+  if (o.cooldown() < 0) fail("ReduceLROnPlateau: cooldown must be >= 0, got {}", o.cooldown());
+  if (!(o.threshold() >= 0)) fail("ReduceLROnPlateau: threshold must be >= 0, got {}", o.threshold());
+  if (!(o.eps() >= 0)) fail("ReduceLROnPlateau: eps must be >= 0, got {}", o.eps());
+  const std::size_t n = optimizer_.param_groups().size();
+  if (o.min_lr().size() == 1)
+    min_lrs_.assign(n, o.min_lr()[0]);
+  else if (o.min_lr().size() == n)
+    min_lrs_ = o.min_lr();
+  else
+    fail("ReduceLROnPlateau: min_lr has {} values; give one, or one per parameter group ({})", o.min_lr().size(), n);
+  for (double m : min_lrs_)
+    if (!(m >= 0)) fail("ReduceLROnPlateau: min_lr must be >= 0, got {}", m);
+  best_ =
+      o.mode() == PlateauMode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+  for (const auto& group : optimizer_.param_groups()) last_lr_.push_back(group.lr());
+}
+
+bool ReduceLROnPlateau::is_better(double a) const {
+  const double t = options_.threshold();
+  const bool rel = options_.threshold_mode() == ThresholdMode::rel;
+  if (options_.mode() == PlateauMode::min) return rel ? a < best_ * (1.0 - t) : a < best_ - t;
+  return rel ? a > best_ * (t + 1.0) : a > best_ + t;
+}
+
+void ReduceLROnPlateau::step(double metric) {
+  auto& groups = optimizer_.param_groups();
+  if (groups.size() != min_lrs_.size())
+    fail(
+        "ReduceLROnPlateau.step(): the optimizer has {} parameter groups but had {} when the scheduler was "
+        "created; create the scheduler after the last add_param_group()",
+        groups.size(), min_lrs_.size());
+  ++last_epoch_;
+  if (is_better(metric)) {
+    best_ = metric;
+    num_bad_epochs_ = 0;
+  } else {
+    ++num_bad_epochs_;
+  }
+  if (cooldown_counter_ > 0) {  // bad epochs during cooldown do not count
+    --cooldown_counter_;
+    num_bad_epochs_ = 0;
+  }
+  if (num_bad_epochs_ > options_.patience()) {
+    for (std::size_t i = 0; i < groups.size(); ++i) {
+      const double old_lr = groups[i].lr();
+      const double new_lr = std::max(old_lr * options_.factor(), min_lrs_[i]);
+      if (old_lr - new_lr > options_.eps()) groups[i].set_lr(new_lr);
+    }
+    cooldown_counter_ = options_.cooldown();
+    num_bad_epochs_ = 0;
+  }
+  last_lr_.clear();
+  for (const auto& group : groups) last_lr_.push_back(group.lr());
+}
+
+StateDict ReduceLROnPlateau::state_dict() const {
+  StateDict sd;
+  sd.insert("best", f64(best_));
+  sd.insert("num_bad_epochs", f64(double(num_bad_epochs_)));
+  sd.insert("cooldown_counter", f64(double(cooldown_counter_)));
+  sd.insert("last_epoch", f64(double(last_epoch_)));
+  sd.insert("last_lr", f64(last_lr_));
+  return sd;
+}
+
+void ReduceLROnPlateau::load_state_dict(const StateDict& sd) {
+  const std::string who = "ReduceLROnPlateau.load_state_dict()";
+  auto last = get_vector(sd, "last_lr", optimizer_.param_groups().size(), who);
+  const double best = get(sd, "best", who).item();
+  const auto bad = std::int64_t(get(sd, "num_bad_epochs", who).item());
+  const auto cooldown = std::int64_t(get(sd, "cooldown_counter", who).item());
+  const auto last_epoch = std::int64_t(get(sd, "last_epoch", who).item());
+  best_ = best;
+  num_bad_epochs_ = bad;
+  cooldown_counter_ = cooldown;
+  last_epoch_ = last_epoch;
+  last_lr_ = std::move(last);
+}
+
+}  // namespace xg::optim
