@@ -13,7 +13,7 @@ namespace xg::nn {
 
 namespace {
 
-BatchNormImpl g_default_impl = BatchNormImpl::Composed;
+BatchNormImpl g_default_impl = BatchNormImpl::Fused;
 thread_local bool g_no_stats_update = false;
 
 // The axes every channel is reduced over: all but axis 1, i.e. {0, 2, 3, ...}.
@@ -67,12 +67,12 @@ bool NoStatsUpdateGuard::active() { return g_no_stats_update; }
 // ---- the composed forward ------------------------------------------------------------------------------
 namespace functional {
 
-Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double momentum, double eps) {
+void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                           const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
   if (!input.defined()) fail("batch_norm: the input is undefined");
   const Shape shape = input.shape();
-  const std::size_t nd = shape.size();
-  if (nd < 2) fail("batch_norm: the input must be [N, C, ...] with at least 2 dimensions, got {}", shape_str(shape));
+  if (shape.size() < 2)
+    fail("batch_norm: the input must be [N, C, ...] with at least 2 dimensions, got {}", shape_str(shape));
   const std::size_t C = shape[1];
   check_per_channel("running_mean", running_mean, C, input);
   check_per_channel("running_var", running_var, C, input);
@@ -80,9 +80,6 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
   check_per_channel("bias", bias, C, input);
   if (!(eps > 0) || !std::isfinite(eps)) fail("batch_norm: eps must be a finite number > 0, got {}", eps);
   if (!(momentum >= 0 && momentum <= 1)) fail("batch_norm: momentum must be in [0, 1], got {}", momentum);
-  const auto cshape = channel_view(C, nd);
-
-  Tensor xhat;  // the normalised input, (x - mean)/sqrt(var + eps)
   if (training) {
     const std::size_t m = C == 0 ? 0 : input.numel() / C;  // values per channel: N·spatial
     if (m <= 1)
@@ -90,6 +87,23 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
            "({} value{} per channel): batch statistics of one value are undefined. Use drop_last=true in the "
            "data loader (the last batch may hold a single sample), a larger batch, or eval()",
            shape_str(shape), m, m == 1 ? "" : "s");
+  } else if (!running_mean.defined() || !running_var.defined()) {
+    fail("batch_norm: evaluation (training = false) needs running_mean and running_var; pass them, or use "
+         "training = true for batch statistics");
+  }
+}
+
+Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum, double eps) {
+  check_batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum, eps);
+  const Shape shape = input.shape();
+  const std::size_t nd = shape.size();
+  const std::size_t C = shape[1];
+  const auto cshape = channel_view(C, nd);
+
+  Tensor xhat;  // the normalised input, (x - mean)/sqrt(var + eps)
+  if (training) {
+    const std::size_t m = input.numel() / C;  // values per channel: N·spatial (> 1, checked above)
     const Dims axes = reduction_axes(nd);
     // Batch statistics, two passes. For any per-channel constant K, x - mean = (x - K) - mean(x - K); with K
     // one sample of the channel the values stay small, so a float32 channel with mean 1e4 and std 1e-2 keeps
@@ -114,9 +128,6 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
       }
     }
   } else {
-    if (!running_mean.defined() || !running_var.defined())
-      fail("batch_norm: evaluation (training = false) needs running_mean and running_var; pass them, or use "
-           "training = true for batch statistics");
     const Tensor mean = running_mean.reshape(cshape);         // [1, C, 1, ...]
     const Tensor invstd = rsqrt(running_var.reshape(cshape) + eps);
     xhat = (input - mean) * invstd;
@@ -201,9 +212,8 @@ Tensor BatchNormBase::forward(const Tensor& input) {
       y = functional::batch_norm(input, rm, rv, weight, bias, batch_stats, factor, options_.eps());
       break;
     case BatchNormImpl::Fused:
-      fail("{}: impl Fused is not available in this build yet; use BatchNormImpl::Composed "
-           "(BatchNormOptions::impl, or xg::nn::set_default_batchnorm_impl)",
-           name());
+      y = functional::batch_norm_fused(input, rm, rv, weight, bias, batch_stats, factor, options_.eps());
+      break;
   }
   if (update) {  // counted only once the batch went through
     NoGradGuard no_grad;

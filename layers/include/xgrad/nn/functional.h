@@ -91,4 +91,18 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
                   const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
                   double momentum = 0.1, double eps = 1e-5);
 
+/// The same maths and arguments as batch_norm, as ONE graph node backed by the hand-fused kernels of
+/// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): the forward saves only the per-channel mean and
+/// inverse std; the backward is the closed form dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
+/// dw = Σ dy·x̂, db = Σ dy, computing only the gradients that are needed. Agrees with batch_norm to the
+/// tolerances in docs/batchnorm-fused.md.
+Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                        const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                        double momentum = 0.1, double eps = 1e-5);
+
+/// Validates batch_norm's arguments (shapes, dtypes, eps, momentum, more than one value per channel when
+/// training, running stats when not) with the errors both implementations share.
+void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                           const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps);
+
 }  // namespace xg::nn::functional
