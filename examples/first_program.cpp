@@ -1,5 +1,5 @@
 // first_program — the first program of docs/getting-started.md: a tiny two-layer network built from xgrad ops,
-// trained with plain gradient descent on synthetic data. The loss it prints falls from ~1.5 to ~0.02.
+// trained with plain gradient descent on synthetic data. The loss it prints falls from ~2 to ~0.01.
 //
 //   build/bin/first_program
 // [first]

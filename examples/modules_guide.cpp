@@ -182,6 +182,20 @@ int main(int argc, char** argv) {
   std::printf("frozen in train() == eval(): max difference %.1e\n", same);
   // [/bn_modes]
 
+  // [bn_functional]
+  // The stateless form, with PyTorch's argument order, against the formula written out.
+  const xg::Tensor images = xg::randn({4, 3, 5, 5});
+  xg::Tensor running_mean = xg::zeros({3}), running_var = xg::ones({3});
+  const xg::Tensor y = nn::functional::batch_norm(images, running_mean, running_var, /*weight=*/{}, /*bias=*/{},
+                                                  /*training=*/true, /*momentum=*/0.1, /*eps=*/1e-5);
+  const xg::Tensor mean = images.mean({0, 2, 3}, /*keepdim=*/true);                     // [1, 3, 1, 1]
+  const xg::Tensor var = images.var({0, 2, 3}, /*unbiased=*/false, /*keepdim=*/true);   // biased: ÷ m
+  const xg::Tensor by_hand = (images - mean) / (var + 1e-5).sqrt();                     // eps inside the sqrt
+  const double unbiased0 = images.var({0, 2, 3}, /*unbiased=*/true).at({0});            // ÷ (m − 1), m = 100
+  std::printf("functional vs formula: %.1e; running_var[0] = %.5f = 0.9 + 0.1 * %.5f\n",
+              (y - by_hand).abs().max().item(), running_var.at({0}), unbiased0);
+  // [/bn_functional]
+
   // [bn_errors]
   nn::BatchNorm1d bn_small(3);
   try {

@@ -310,7 +310,7 @@ TEST_CASE("BatchNorm errors: rank, channels, impl, functional misuse") {
                        xg::Error);
   nn::BatchNorm1d fused(nn::BatchNormOptions(4).impl(nn::BatchNormImpl::Fused));
   CHECK(fused.impl() == nn::BatchNormImpl::Fused);
-  CHECK_THROWS_WITH_AS(fused.forward(xg::ones({2, 4})), doctest::Contains("impl Fused is not available in this build yet"), xg::Error);
+  CHECK_THROWS_WITH_AS(fused.forward(xg::ones({1, 4})), doctest::Contains("drop_last"), xg::Error);
   CHECK(bn1.impl() == nn::default_batchnorm_impl());
   CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), Tensor(), Tensor()), doctest::Contains("evaluation (training = false) needs running_mean and running_var"),
                        xg::Error);

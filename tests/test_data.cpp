@@ -2,6 +2,7 @@
 // and broken ones), Dataset subsets/splits and the DataLoader's batching and seeded shuffling.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>

@@ -118,6 +118,9 @@ TEST_CASE("custom ops with a broken backward get a clear error") {
               "backward of 'custom' returned a float32 gradient for input 0 which is float64");
   CHECK_ERROR(xg::record_op("same", x, {x}, [](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{g}; }),
               "record_op('same'): the output must be a new tensor");
+  const Tensor made = x * 2.0;
+  CHECK_ERROR(xg::record_op("again", made, {x}, [](const Tensor& g, const std::vector<bool>&) { return std::vector<Tensor>{g}; }),
+              "record_op('again'): the output was already produced by 'mul'");
 }
 
 TEST_CASE("item, element access and undefined tensors") {

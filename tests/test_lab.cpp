@@ -4,6 +4,9 @@
 // fixed seed: at a high learning rate the MLP with BatchNorm trains and the plain MLP does not.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>

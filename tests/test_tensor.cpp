@@ -356,3 +356,30 @@ TEST_CASE("the compiler passes braced lists intact (GCC 12 AVX-512 constant misc
   pass_braced_lists();
   CHECK(g_last_element == 0.0);
 }
+
+TEST_CASE("docs/getting-started.md shows examples/consumer/CMakeLists.txt verbatim") {
+  // tests/test_docs.cpp checks the ```cpp blocks; the one ```cmake block is checked here the same way: the lines
+  // between `# [cmake]` and `# [/cmake]` of the consumer project's CMakeLists.txt.
+  auto lines = [](const std::string& path) {
+    std::ifstream in(std::string(XGRAD_SOURCE_DIR) + "/" + path);
+    REQUIRE(in.good());
+    std::vector<std::string> v;
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    return v;
+  };
+  std::string region, block;
+  bool inside = false;
+  for (const auto& l : lines("examples/consumer/CMakeLists.txt")) {
+    if (l == "# [/cmake]") break;
+    if (inside) region += l + "\n";
+    if (l == "# [cmake]") inside = true;
+  }
+  const auto doc = lines("docs/getting-started.md");
+  for (std::size_t i = 0; i + 1 < doc.size(); ++i)
+    if (doc[i] == "<!-- snippet: examples/consumer/CMakeLists.txt#cmake -->" && doc[i + 1] == "```cmake") {
+      for (std::size_t j = i + 2; j < doc.size() && doc[j] != "```"; ++j) block += doc[j] + "\n";
+      break;
+    }
+  CHECK_FALSE(region.empty());
+  CHECK(block == region);
+}

@@ -381,10 +381,10 @@ std::string gnuplot_script(const Figure& fig) {
   }
   if (multi) body += "unset multiplot\n";
   // gnuplot 5 has no functions of statements: write the body twice, once per terminal.
-  s += fmt::format("set terminal pngcairo size {},{} enhanced font 'Sans,10'\nset output '{}.png'\n", fig.width,
+  s += fmt::format("set terminal pngcairo size {},{} noenhanced font 'Sans,10'\nset output '{}.png'\n", fig.width,
                    fig.height, fig.name);
   s += body;
-  s += fmt::format("set output\nset terminal svg size {},{} enhanced font 'Sans,10' background rgb 'white'\n"
+  s += fmt::format("set output\nset terminal svg size {},{} noenhanced font 'Sans,10' background rgb 'white'\n"
                    "set output '{}.svg'\n",
                    fig.width, fig.height, fig.name);
   s += body;

@@ -222,7 +222,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
           best_mean = std::max(best_mean, m);
           if (diverged * 2 > cs.size()) {
             div.x.push_back(lr);
-            div.y.push_back(0.02);
+            div.y.push_back(arm == "bn" ? 0.015 : 0.035);  // apart, so both arms' crosses show
           } else {
             mean.x.push_back(lr);
             mean.y.push_back(m);

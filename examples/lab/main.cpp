@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   Override<double> sweep_frac;
   sweep_lrs.add(sweep, "--lrs", "MLP SGD learning rates, comma-separated (default 0.01,0.03,...,30)");
   sweep_lrs.option->delimiter(',');
-  sweep_cnn_lrs.add(sweep, "--cnn-lrs", "CNN SGD learning rates, comma-separated (default 0.01,0.1,1,10)");
+  sweep_cnn_lrs.add(sweep, "--cnn-lrs", "CNN SGD learning rates, comma-separated (default 0.01,0.1,0.3,1)");
   sweep_cnn_lrs.option->delimiter(',');
   sweep_adam_lrs.add(sweep, "--adam-lrs", "Adam learning rates, comma-separated");
   sweep_adam_lrs.option->delimiter(',');

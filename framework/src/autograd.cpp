@@ -87,6 +87,9 @@ Tensor record_impl(std::string_view name, Tensor out, const Inputs& inputs, Back
         fail("record_op('{}'): the output must be a new tensor, not one of the inputs (that would make a cycle); "
              "return a copy, or return the input without recording",
              name);
+    if (out.impl()->grad_fn)
+      fail("record_op('{}'): the output was already produced by '{}'; an op must return a new tensor", name,
+           out.impl()->grad_fn->name);
     node = std::make_shared<Node>();
     node->name = std::string(name);
     node->id = next_node_id();

@@ -2,6 +2,8 @@
 // and need no backward of their own. sigmoid and tanh are primitives with a closed-form derivative: a
 // composition of exp/div overflows to inf/inf = NaN in the gradient for large |x|, and the fused form is one
 // pass instead of five (docs/ops.md shows the composed form; tests check both agree).
+#include "simd_warnings.h"  // first: silences a GCC 12 intrinsics-header warning (see the file)
+
 #include <xtensor/xmath.hpp>
 
 #include "detail.h"

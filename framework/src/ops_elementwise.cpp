@@ -1,5 +1,7 @@
 // Elementwise ops: the binary ones broadcast (numpy rules) and sum their gradient back with sum_to.
 // The array maths is xtensor's (vectorised with xsimd because XTENSOR_USE_XSIMD is defined).
+#include "simd_warnings.h"  // first: silences a GCC 12 intrinsics-header warning (see the file)
+
 #include <cmath>
 
 #include <xtensor/xmath.hpp>

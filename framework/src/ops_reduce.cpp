@@ -1,4 +1,6 @@
 // Reductions over any set of axes (keepdim as in PyTorch). Their backward broadcasts the gradient back.
+#include "simd_warnings.h"  // first: silences a GCC 12 intrinsics-header warning (see the file)
+
 #include <algorithm>
 
 #include <cmath>
@@ -263,6 +265,8 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     }
   }
   Tensor s = axes.empty() ? x : sum(x, axes, /*keepdim=*/true);
+  const auto ss = s.sizes();
+  if (std::equal(ss.begin(), ss.end(), shape.begin(), shape.end())) return s;  // keepdim gave the shape already
   return reshape(s, signed_shape(shape));
 }
 

@@ -26,10 +26,11 @@
 
 #include "xgrad/kernels/batchnorm.h"
 
-// GCC 12 reports a false -Wmaybe-uninitialized inside xsimd's AVX-512 hadd (_mm256_undefined_pd) at every
+// GCC 12 reports a false -W(maybe-)uninitialized inside xsimd's AVX-512 hadd (_mm256_undefined_pd) at every
 // place it is inlined into this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include <xsimd/xsimd.hpp>
@@ -279,7 +280,8 @@ BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, 
         [&](std::size_t i) { at += q[i]; });
   }
   const double n = double(nrows) * double(len);
-  const T K = T((double(xsimd::hadd((a[0] + a[1]) + (a[2] + a[3]))) + double(at)) / n);
+  // any K near the mean works (the identities below are exact), so a float multiply is enough here
+  const T K = (xsimd::hadd((a[0] + a[1]) + (a[2] + a[3])) + at) * (T(1) / T(n));
 
   const V<T> kv(K);  // pass B (the chunk is in L1 now): shifted sums
   V<T> sd[4] = {zero, zero, zero, zero}, sq[4] = {zero, zero, zero, zero};
@@ -301,7 +303,8 @@ BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, 
   }
   const double sdsum = double(xsimd::hadd((sd[0] + sd[1]) + (sd[2] + sd[3]))) + double(st);
   const double sqsum = double(xsimd::hadd((sq[0] + sq[1]) + (sq[2] + sq[3]))) + double(qt);
-  return {n, double(K) + sdsum / n, std::max(0.0, sqsum - sdsum * sdsum / n)};
+  const double dmean = sdsum / n;  // mean - K
+  return {n, double(K) + dmean, std::max(0.0, sqsum - sdsum * dmean)};
 }
 
 // Forward, S == 1. Chunk = nrows rows x cw (<= 4 vectors + tail) channels starting at p, rows `stride`
@@ -334,7 +337,8 @@ void chunk_moments_cols_vec(const T* p, std::size_t nrows, std::size_t stride, B
     q[j].store_aligned(qb);
     for (std::size_t l = 0; l < w; ++l) {
       const double sd = sb[l], sdd = qb[l];
-      out[j * w + l] = {n, double(kb[l]) + sd / n, std::max(0.0, sdd - sd * sd / n)};
+      const double dmean = sd / n;
+      out[j * w + l] = {n, double(kb[l]) + dmean, std::max(0.0, sdd - sd * dmean)};
     }
   }
 }
@@ -363,7 +367,8 @@ void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::
       q = std::fma(dd, dd, q);
     }
     const double sd = s, sdd = q;
-    out[c] = {n, double(K) + sd / n, std::max(0.0, sdd - sd * sd / n)};
+    const double dmean = sd / n;
+    out[c] = {n, double(K) + dmean, std::max(0.0, sdd - sd * dmean)};
   }
 }
 
@@ -491,12 +496,13 @@ struct Affine {
 //   with mean 1e4 and std 1e-2 that rounding is 5% of a std; for a constant channel it is exactly 0, so
 //   x - T(mean) == 0 and y == b exactly.)
 template <class T>
-Affine<T> affine_from_moments(const BnMoments& mo, double eps, double w, double b) {
-  const double invstd = 1.0 / std::sqrt(mo.m2 / mo.count + eps);
+Affine<T> affine_from_moments(const BnMoments& mo, double invstd, double w, double b) {
   const T mean_t = T(mo.mean);
   const T scale = T(w * double(T(invstd)));  // from the ROUNDED invstd, the one the backward sees
   return {mean_t, scale, T(b - (mo.mean - double(mean_t)) * double(scale))};
 }
+
+inline double invstd_of(const BnMoments& mo, double eps) { return 1.0 / std::sqrt(mo.m2 / mo.count + eps); }
 
 // Forward finish for one channel (after all chunks/groups are combined): save_mean, save_invstd,
 //   running_mean = (1-f)*running_mean + f*mean,  running_var = (1-f)*running_var + f*M2/(m-1) (unbiased),
@@ -504,11 +510,12 @@ Affine<T> affine_from_moments(const BnMoments& mo, double eps, double w, double 
 template <class T>
 Affine<T> finish_channel(const BnMoments& mo, std::size_t c, double eps, double f, const T* weight,
                          const T* bias, T* save_mean, T* save_invstd, T* running_mean, T* running_var) {
+  const double invstd = invstd_of(mo, eps);
   if (save_mean) save_mean[c] = T(mo.mean);
-  if (save_invstd) save_invstd[c] = T(1.0 / std::sqrt(mo.m2 / mo.count + eps));
+  if (save_invstd) save_invstd[c] = T(invstd);
   if (running_mean) running_mean[c] = T((1.0 - f) * double(running_mean[c]) + f * mo.mean);
   if (running_var) running_var[c] = T((1.0 - f) * double(running_var[c]) + f * (mo.m2 / (mo.count - 1.0)));
-  return affine_from_moments<T>(mo, eps, weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0);
+  return affine_from_moments<T>(mo, invstd, weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0);
 }
 
 // Backward finish for one channel, from the combined sums over m values (xc = x - mean_T):
@@ -576,14 +583,14 @@ void affine_block(const T* x, T* y, std::size_t nrows, std::size_t stride, std::
     }
 }
 
-// S == 1: rows [0, nrows) of a column block of cw channels; per-channel m/a/b arrays (cw values).
-template <class T>
-void affine_cols(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t cw, const T* m, const T* a,
-                 const T* b) {
+// S == 1: rows [0, nrows) of a column block of cw channels (NV full batches + a scalar tail); per-channel
+// m/a/b arrays (cw values), whose batches stay in registers for all rows.
+template <class T, int NV>
+void affine_cols_nv(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t cw, const T* m,
+                    const T* a, const T* b) {
   constexpr std::size_t w = kW<T>;
-  const std::size_t nv = cw / w;
-  V<T> mv[4], av[4], bv[4];
-  for (std::size_t j = 0; j < nv; ++j) {
+  V<T> mv[NV > 0 ? NV : 1], av[NV > 0 ? NV : 1], bv[NV > 0 ? NV : 1];
+  for (int j = 0; j < NV; ++j) {
     mv[j] = V<T>::load_unaligned(m + j * w);
     av[j] = V<T>::load_unaligned(a + j * w);
     bv[j] = V<T>::load_unaligned(b + j * w);
@@ -591,9 +598,21 @@ void affine_cols(const T* x, T* y, std::size_t nrows, std::size_t stride, std::s
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* xr = x + r * stride;
     T* yr = y + r * stride;
-    for (std::size_t j = 0; j < nv; ++j)
+    for (int j = 0; j < NV; ++j)
       vfma(V<T>::load_unaligned(xr + j * w) - mv[j], av[j], bv[j]).store_unaligned(yr + j * w);
-    for (std::size_t c = nv * w; c < cw; ++c) yr[c] = std::fma(xr[c] - m[c], a[c], b[c]);
+    for (std::size_t c = NV * w; c < cw; ++c) yr[c] = std::fma(xr[c] - m[c], a[c], b[c]);
+  }
+}
+
+template <class T>
+void affine_cols(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t cw, const T* m, const T* a,
+                 const T* b) {
+  switch (cw / kW<T>) {
+    case 4: affine_cols_nv<T, 4>(x, y, nrows, stride, cw, m, a, b); break;
+    case 3: affine_cols_nv<T, 3>(x, y, nrows, stride, cw, m, a, b); break;
+    case 2: affine_cols_nv<T, 2>(x, y, nrows, stride, cw, m, a, b); break;
+    case 1: affine_cols_nv<T, 1>(x, y, nrows, stride, cw, m, a, b); break;
+    default: affine_cols_nv<T, 0>(x, y, nrows, stride, cw, m, a, b); break;
   }
 }
 
@@ -638,9 +657,10 @@ void dx_block(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t str
     }
 }
 
-template <class T>
-void dx_cols(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t cw,
-             const DxCoef<T>* k) {
+template <class T, int NV>
+void dx_cols_nv(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t cw,
+                const DxCoef<T>* k) {
+  constexpr std::size_t w = kW<T>;
   alignas(kAlign) T k1[4 * kW<T>], k2[4 * kW<T>], k3[4 * kW<T>], mn[4 * kW<T>];
   for (std::size_t c = 0; c < cw; ++c) {
     k1[c] = k[c].k1;
@@ -648,20 +668,33 @@ void dx_cols(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stri
     k3[c] = k[c].k3;
     mn[c] = k[c].mean;
   }
-  constexpr std::size_t w = kW<T>;
-  const std::size_t nv = cw / w;
+  V<T> k1v[NV > 0 ? NV : 1], k2v[NV > 0 ? NV : 1], k3v[NV > 0 ? NV : 1], mv[NV > 0 ? NV : 1];
+  for (int j = 0; j < NV; ++j) {
+    k1v[j] = V<T>::load_aligned(k1 + j * w);
+    k2v[j] = V<T>::load_aligned(k2 + j * w);
+    k3v[j] = V<T>::load_aligned(k3 + j * w);
+    mv[j] = V<T>::load_aligned(mn + j * w);
+  }
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* g = dy + r * stride;
     const T* q = x + r * stride;
     T* o = dx + r * stride;
-    for (std::size_t j = 0; j < nv; ++j) {
-      const std::size_t o0 = j * w;
-      vfma(V<T>::load_aligned(k1 + o0), V<T>::load_unaligned(g + o0),
-                 vfma(V<T>::load_aligned(k2 + o0), V<T>::load_unaligned(q + o0) - V<T>::load_aligned(mn + o0),
-                            V<T>::load_aligned(k3 + o0)))
-          .store_unaligned(o + o0);
-    }
-    for (std::size_t c = nv * w; c < cw; ++c) o[c] = std::fma(k1[c], g[c], std::fma(k2[c], q[c] - mn[c], k3[c]));
+    for (int j = 0; j < NV; ++j)
+      vfma(k1v[j], V<T>::load_unaligned(g + j * w), vfma(k2v[j], V<T>::load_unaligned(q + j * w) - mv[j], k3v[j]))
+          .store_unaligned(o + j * w);
+    for (std::size_t c = NV * w; c < cw; ++c) o[c] = std::fma(k1[c], g[c], std::fma(k2[c], q[c] - mn[c], k3[c]));
+  }
+}
+
+template <class T>
+void dx_cols(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t cw,
+             const DxCoef<T>* k) {
+  switch (cw / kW<T>) {
+    case 4: dx_cols_nv<T, 4>(dy, x, dx, nrows, stride, cw, k); break;
+    case 3: dx_cols_nv<T, 3>(dy, x, dx, nrows, stride, cw, k); break;
+    case 2: dx_cols_nv<T, 2>(dy, x, dx, nrows, stride, cw, k); break;
+    case 1: dx_cols_nv<T, 1>(dy, x, dx, nrows, stride, cw, k); break;
+    default: dx_cols_nv<T, 0>(dy, x, dx, nrows, stride, cw, k); break;
   }
 }
 
@@ -683,72 +716,80 @@ inline std::size_t block_width(const Blocking& b, const BnDims& d, std::size_t u
 inline std::size_t unit_width(const Blocking& b, const BnDims& d, std::size_t u) { return block_width(b, d, u); }
 inline std::size_t unit_first_channel(const Blocking& b, const BnDims&, std::size_t u) { return block_begin(b, u); }
 
+// Local sums of one CHUNK ROW of unit u (S > 1): rows r .. r + min(k, r1 - r), r1 = the end of r's group,
+// every piece of every channel of the block, folded into part[0 .. unit_width) in (row, piece) order per
+// channel. The chunks are visited in memory order — across the block's channels — so the k rows are k
+// sequential streams. Rows beyond r1 (up to `r_pf`) may be prefetched.
+template <class T>
+void chunk_row_moments(const T* x, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r, std::size_t r1,
+                       std::size_t r_pf, BnMoments* part) {
+  const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
+  const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
+  const std::size_t nr = std::min(b.k, r1 - r);
+  const T* row = x + (r * d.C + c0) * d.S;
+  for (std::size_t c = 0; c < cw; ++c)
+    for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
+      const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0;
+      const T* p = row + pos;
+      // prefetch `ahead` values further along the traversal (this chunk row, then the next one)
+      const T* pf = pos + ahead < bw ? p + ahead : (r + b.k < r_pf ? row + b.k * stride + (pos + ahead - bw) : nullptr);
+      dispatch_nv<T>(len, [&](auto nv) {
+        part[c] = bn_combine(part[c], chunk_moments_runs<T, nv>(p, nr, stride, len, pf));
+      });
+    }
+}
+
 // Local sums of unit u over group g, folded chunk by chunk in order: out[0 .. unit_width).
 template <class T>
 void group_moments(const T* x, const BnDims& d, const Blocking& b, std::size_t u, std::size_t g, BnMoments* out) {
-  const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g);
+  const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g), cw = block_width(b, d, u);
+  for (std::size_t c = 0; c < cw; ++c) out[c] = BnMoments{};
   if (d.S == 1) {
-    const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
+    const std::size_t c0 = block_begin(b, u);
     BnMoments tmp[4 * kW<T>];
-    for (std::size_t c = 0; c < cw; ++c) out[c] = BnMoments{};
     for (std::size_t r = r0; r < r1; r += b.k) {
       chunk_moments_cols(x + r * d.C + c0, std::min(b.k, r1 - r), d.C, cw, tmp);
       for (std::size_t c = 0; c < cw; ++c) out[c] = bn_combine(out[c], tmp[c]);
     }
   } else {
-    // Chunks in memory order — k rows at a time, across the block's channels — so the k rows are k
-    // sequential streams; each channel still folds its own chunks in the same (row, piece) order.
-    const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
-    const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
-    for (std::size_t c = 0; c < cw; ++c) out[c] = BnMoments{};
-    for (std::size_t r = r0; r < r1; r += b.k) {
-      const std::size_t nr = std::min(b.k, r1 - r);
-      const T* row = x + (r * d.C + c0) * d.S;
-      for (std::size_t c = 0; c < cw; ++c)
-        for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
-          const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0;
-          const T* p = row + pos;
-          // prefetch `ahead` values further along the traversal (this chunk row, then the next one)
-          const T* pf = pos + ahead < bw ? p + ahead : (r + b.k < r1 ? row + b.k * stride + (pos + ahead - bw) : nullptr);
-          dispatch_nv<T>(len, [&](auto nv) {
-            out[c] = bn_combine(out[c], chunk_moments_runs<T, nv>(p, nr, stride, len, pf));
-          });
-        }
-    }
+    for (std::size_t r = r0; r < r1; r += b.k) chunk_row_moments(x, d, b, u, r, r1, r1, out);
   }
+}
+
+// Backward local sums of one chunk row of unit u (S > 1), as chunk_row_moments.
+template <class T>
+void chunk_row_grad_sums(const T* dy, const T* x, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r,
+                         std::size_t r1, std::size_t r_pf, const T* mean, bool want_x, GradSums* part) {
+  const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
+  const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
+  const std::size_t nr = std::min(b.k, r1 - r);
+  const std::size_t row = (r * d.C + c0) * d.S;
+  for (std::size_t c = 0; c < cw; ++c)
+    for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
+      const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0, off = row + pos;
+      const std::size_t pf_off = pos + ahead < bw ? ahead : (r + b.k < r_pf ? b.k * stride + ahead - bw : 0);
+      dispatch_nv<T>(len, [&](auto nv) {
+        part[c] = bn_grad_combine(
+            part[c], chunk_grad_sums_runs<T, nv>(dy + off, x + off, nr, stride, len, mean[c0 + c], want_x, pf_off));
+      });
+    }
 }
 
 template <class T>
 void group_grad_sums(const T* dy, const T* x, const BnDims& d, const Blocking& b, std::size_t u, std::size_t g,
                      const T* mean, bool want_x, GradSums* out) {
-  const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g);
+  const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g), cw = block_width(b, d, u);
+  for (std::size_t c = 0; c < cw; ++c) out[c] = GradSums{};
   if (d.S == 1) {
-    const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
+    const std::size_t c0 = block_begin(b, u);
     GradSums tmp[4 * kW<T>];
-    for (std::size_t c = 0; c < cw; ++c) out[c] = GradSums{};
     for (std::size_t r = r0; r < r1; r += b.k) {
       chunk_grad_sums_cols(dy + r * d.C + c0, x + r * d.C + c0, std::min(b.k, r1 - r), d.C, cw, mean + c0,
                            want_x, tmp);
       for (std::size_t c = 0; c < cw; ++c) out[c] = bn_grad_combine(out[c], tmp[c]);
     }
   } else {
-    // chunks in memory order, as in group_moments
-    const std::size_t stride = d.C * d.S, c0 = block_begin(b, u), cw = block_width(b, d, u), bw = cw * d.S;
-    const std::size_t ahead = std::min(bw, std::max(b.piece, kAheadBytes / sizeof(T)));
-    for (std::size_t c = 0; c < cw; ++c) out[c] = GradSums{};
-    for (std::size_t r = r0; r < r1; r += b.k) {
-      const std::size_t nr = std::min(b.k, r1 - r);
-      const std::size_t row = (r * d.C + c0) * d.S;
-      for (std::size_t c = 0; c < cw; ++c)
-        for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
-          const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0, off = row + pos;
-          const std::size_t pf_off = pos + ahead < bw ? ahead : (r + b.k < r1 ? b.k * stride + ahead - bw : 0);
-          dispatch_nv<T>(len, [&](auto nv) {
-            out[c] = bn_grad_combine(
-                out[c], chunk_grad_sums_runs<T, nv>(dy + off, x + off, nr, stride, len, mean[c0 + c], want_x, pf_off));
-          });
-        }
-    }
+    for (std::size_t r = r0; r < r1; r += b.k) chunk_row_grad_sums(dy, x, d, b, u, r, r1, r1, mean, want_x, out);
   }
 }
 
@@ -857,7 +898,7 @@ void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* sav
           a[c] = af.scale;
           sh[c] = af.shift;
         }
-        // normalise (slab still in L2), prefetching the next channel if it is ours
+        // normalise (re-reading the block from L2/L3) while prefetching the next block if it is ours
         affine_unit(x, y, d, b, u, 0, d.N, m, a, sh, stream, u + 1 < hi);
       }
       if (stream) stream_fence();
@@ -928,7 +969,7 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
         sums_of_unit(u, tot);
         for (std::size_t c = 0; c < cw; ++c)  // finish
           k[c] = finish_grad_channel(tot[c], count, c0 + c, weight, save_mean, save_invstd, dweight, dbias);
-        if (dx) {  // elementwise (slabs of dy and x still in L2)
+        if (dx) {  // elementwise (re-reading dy and x from L2/L3), prefetching the next block if it is ours
           dx_unit(dy, x, dx, d, b, u, 0, d.N, k, stream, u + 1 < hi);
         }
       }
@@ -963,16 +1004,28 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
   });
 }
 
-// Elementwise y = (x - m_c)*a_c + b_c for all channels, threads over (row, unit) pairs.
+// Elementwise y = (x - m_c)*a_c + b_c for all channels. S > 1: threads over (row, block) items in memory
+// order. S == 1: over (block, 64-row stretch) items, so a block's coefficient batches stay in registers.
 template <class T>
 void affine_all(const T* x, T* y, const BnDims& d, const T* m, const T* a, const T* sh) {
   if (d.C == 0 || d.N * d.S == 0) return;
   const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
-  const std::size_t items = d.N * b.units;  // item t = (row r, unit u), in memory order
-  const std::size_t per_item = b.cb * d.S;
   const std::size_t numel = d.N * d.C * d.S;
-  const std::size_t grain = numel < kMinParallelElems ? items : std::max<std::size_t>(1, 8192 / per_item);
+  if (d.S == 1) {
+    constexpr std::size_t R = 64;
+    const std::size_t stretches = (d.N + R - 1) / R, items = b.units * stretches;
+    const std::size_t grain = numel < kMinParallelElems ? items : std::max<std::size_t>(1, 8192 / (R * b.cb));
+    parallel_for(0, items, grain, [&](std::size_t lo, std::size_t hi) {
+      for (std::size_t t = lo; t < hi; ++t) {
+        const std::size_t u = t / stretches, r0 = (t % stretches) * R, c0 = block_begin(b, u);
+        affine_unit(x, y, d, b, u, r0, std::min(d.N, r0 + R), m + c0, a + c0, sh + c0, false, false);
+      }
+    });
+    return;
+  }
+  const std::size_t items = d.N * b.units;  // item t = (row r, unit u), in memory order
+  const std::size_t grain = numel < kMinParallelElems ? items : std::max<std::size_t>(1, 8192 / (b.cb * d.S));
   parallel_for(0, items, grain, [&](std::size_t lo, std::size_t hi) {
     std::size_t r = lo / b.units, u = lo % b.units;
     for (std::size_t t = lo; t < hi; ++t) {
@@ -1059,8 +1112,8 @@ void batch_norm_normalize(const T* x, const T* weight, const T* bias, const BnMo
                           BnDims d) {
   std::vector<T> m(d.C), a(d.C), sh(d.C);  // the fused forward's coefficients, from the same moments
   for (std::size_t c = 0; c < d.C; ++c) {
-    const Affine<T> af =
-        affine_from_moments<T>(moments[c], eps, weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0);
+    const Affine<T> af = affine_from_moments<T>(moments[c], invstd_of(moments[c], eps), weight ? double(weight[c]) : 1.0,
+                                                bias ? double(bias[c]) : 0.0);
     m[c] = af.mean;
     a[c] = af.scale;
     sh[c] = af.shift;
