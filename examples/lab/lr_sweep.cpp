@@ -23,7 +23,7 @@ LrSweepConfig lr_sweep_config(const Lab& lab) {
     c.cnn_lrs = {0.1, 10};
     c.adam_lrs = {1e-3, 1};
     c.seeds = 1;
-    c.mlp_steps = 150;
+    c.mlp_steps = 300;
     c.cnn_steps = 8;
     c.batch_size = 32;
     c.train_samples = 2000;

@@ -210,7 +210,8 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
       "and standard + the same noise (Algorithm 1: per step and unit μ ~ U(−{}, {}), σ ~ U(1, {}); per sample "
       "m ~ U(μ − {}, μ + {}), s ~ N(σ, {}); a ← s·a + m, in training only). Plain SGD lr {}, batch {}, {} steps, "
       "{} training images, test accuracy on {} test images. The paper: VGG on CIFAR-10, lr 0.1, batch 128.",
-      cfg.model == "cnn" ? "the small CNN" : "the MLP 784-100-100-100-10 ReLU", short_number(cfg.noise.n_mu),
+      cfg.model == "cnn" ? std::string("the small CNN")
+                         : fmt::format("an MLP with {} hidden layers of 100 ReLU units", cfg.depth), short_number(cfg.noise.n_mu),
       short_number(cfg.noise.n_mu), short_number(cfg.noise.n_sigma), short_number(cfg.noise.r_mu),
       short_number(cfg.noise.r_mu), short_number(cfg.noise.r_sigma), short_number(cfg.lr), cfg.batch_size,
       cfg.steps, train.size(), eval_set.size()));

@@ -96,7 +96,7 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg);
 /// Santurkar et al. 2018, Figure 2.
 struct NoisyBnConfig {
   std::string model = "mlp";
-  std::size_t depth = 6;           // hidden layers of the MLP (100 units each)
+  std::size_t depth = 8;           // hidden layers of the MLP (100 units each)
   std::size_t steps = 2000;
   std::size_t batch_size = 128;
   double lr = 0.1;

@@ -2,20 +2,22 @@
 // for the derivation and the benchmark).
 //
 // Map of this file
-//   1. SIMD helpers (xsimd 8.1 batches, streaming stores)
+//   1. SIMD helpers (xsimd 8.1 batches; FMA and streaming stores, which xsimd 8.1 lacks for AVX-512)
 //   2. Blocking: the fixed, shape-only cut of each channel's N*S values into chunks and groups
-//   3. Local sums of one chunk (forward: shifted two-pass moments; backward: sum dy, sum dy*xhat)
-//   4. Combine (Chan) and finish (mean/invstd/running stats; backward coefficients)
+//   3. Local sums of one chunk (forward: shifted two-pass moments; backward: sum dy, sum dy*xc, sum xc)
+//   4. Combine (Chan / addition) and finish (mean/invstd/running stats; backward coefficients)
 //   5. Elementwise passes (normalise, eval affine, dx)
-//   6. Drivers: fused per-channel path and batch-split path, both built from 3-5
+//   6. Drivers: fused per-block path and batch-split path, both built from 3-5
 //   7. Public entry points and explicit instantiations
 //
 // Two layouts share everything but the innermost loops:
-//   S > 1  ("runs"): a channel is N strided runs of S contiguous values; vectorise along S.
-//   S == 1 ("cols"): [N, C], channels are the contiguous axis; vectorise across a block of channels and
-//                    reduce down the rows.
+//   S > 1  ("runs"): a channel is N strided runs of S contiguous values; vectorise along S; work units are
+//                    blocks of adjacent channels.
+//   S == 1 ("cols"): [N, C], channels are the contiguous axis; the statistics vectorise across a block of
+//                    64 (float) / 32 (double) channels and reduce down the rows; the elementwise pass walks
+//                    whole rows.
 // Floating-point contraction OFF for this file (g++ contracts a*b+c into an FMA by default, even in ISO
-// mode, and decides per inlining context). The kernels ask for FMAs explicitly (xsimd::fma, std::fma), and
+// mode, and decides per inlining context). The kernels ask for FMAs explicitly (vfma, std::fma), and
 // everything else must round the same way whichever driver (fused / split / inline) inlined it: that is what
 // makes the results bit-identical for any thread count. Must precede every include.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -116,7 +118,7 @@ constexpr std::size_t kAheadBytes = 4096;  // statistics pass: prefetch distance
 
 // Non-temporal (streaming) store of one full batch to an aligned address: the line is written without being
 // read first (no read-for-ownership), which saves a third of the DRAM traffic of a large output. xsimd 8.1
-// has no streaming store, so this is the one place with raw intrinsics.
+// has no streaming store, hence the intrinsics (as in vfma).
 template <class T>
 inline void store_stream(T* p, const V<T>& v) {
 #if defined(__AVX512F__)
@@ -261,16 +263,17 @@ Blocking make_blocking(const BnDims& d, std::size_t nt) {
 //   -> count n,  mean = K + Sd/n,  M2 = Sdd - Sd^2/n  (the shifted-data identity, exact in real arithmetic;
 //      with K within a few std of the mean the subtraction loses nothing). A constant chunk gives d = x - K
 //      exactly, hence mean == x exactly and M2 == 0.
-// pf: the next chunk of this channel (same shape: nrows runs of len, `stride` apart), prefetched during
-// pass A, or nullptr.
+// pf: where to prefetch during pass A (pf_rows runs of len, `stride` apart: the data that comes next), or
+// nullptr.
 template <class T, int NV>
-BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, std::size_t len, const T* pf) {
+BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, std::size_t len, const T* pf,
+                             std::size_t pf_rows) {
   const V<T> zero(T(0));
   V<T> a[4] = {zero, zero, zero, zero};  // pass A: independent accumulators keep several first-touch loads in flight
   T at = 0;
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* q = p + r * stride;
-    const T* f = pf ? pf + r * stride : nullptr;
+    const T* f = pf && r < pf_rows ? pf + r * stride : nullptr;
     visit_run<T, NV>(
         len,
         [&](std::size_t i, auto slot) {
@@ -307,10 +310,11 @@ BnMoments chunk_moments_runs(const T* p, std::size_t nrows, std::size_t stride, 
   return {n, double(K) + dmean, std::max(0.0, sqsum - sdsum * dmean)};
 }
 
-// Forward, S == 1. Chunk = nrows rows x cw (<= 4 vectors + tail) channels starting at p, rows `stride`
-// apart. Same two passes as above, one lane per channel.
+// Forward, S == 1. Chunk = nrows rows x cw (<= 4 batches + tail) channels starting at p, rows `stride`
+// apart. Same two passes as above, one lane per channel; the per-channel results (count = nrows for all)
+// go to cmean[cw], cm2[cw] through plain loops over the lanes, which the compiler vectorises.
 template <class T, int NV>
-void chunk_moments_cols_vec(const T* p, std::size_t nrows, std::size_t stride, BnMoments* out) {
+void chunk_cols_vec(const T* p, std::size_t nrows, std::size_t stride, T* kb, T* sb, T* qb) {
   constexpr std::size_t w = kW<T>;
   V<T> a[NV];
   for (int j = 0; j < NV; ++j) a[j] = V<T>(T(0));
@@ -329,33 +333,27 @@ void chunk_moments_cols_vec(const T* p, std::size_t nrows, std::size_t stride, B
       s[j] += dd;
       q[j] = vfma(dd, dd, q[j]);
     }
-  alignas(kAlign) T kb[w], sb[w], qb[w];
-  const double n = double(nrows);
   for (int j = 0; j < NV; ++j) {
-    K[j].store_aligned(kb);
-    s[j].store_aligned(sb);
-    q[j].store_aligned(qb);
-    for (std::size_t l = 0; l < w; ++l) {
-      const double sd = sb[l], sdd = qb[l];
-      const double dmean = sd / n;
-      out[j * w + l] = {n, double(kb[l]) + dmean, std::max(0.0, sdd - sd * dmean)};
-    }
+    K[j].store_aligned(kb + j * w);
+    s[j].store_aligned(sb + j * w);
+    q[j].store_aligned(qb + j * w);
   }
 }
 
 template <class T>
-void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::size_t cw, BnMoments* out) {
+void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::size_t cw, double* cmean,
+                        double* cm2) {
   constexpr std::size_t w = kW<T>;
+  alignas(kAlign) T kb[4 * w], sb[4 * w], qb[4 * w];
   const std::size_t nv = cw / w;
   switch (nv) {
-    case 4: chunk_moments_cols_vec<T, 4>(p, nrows, stride, out); break;
-    case 3: chunk_moments_cols_vec<T, 3>(p, nrows, stride, out); break;
-    case 2: chunk_moments_cols_vec<T, 2>(p, nrows, stride, out); break;
-    case 1: chunk_moments_cols_vec<T, 1>(p, nrows, stride, out); break;
+    case 4: chunk_cols_vec<T, 4>(p, nrows, stride, kb, sb, qb); break;
+    case 3: chunk_cols_vec<T, 3>(p, nrows, stride, kb, sb, qb); break;
+    case 2: chunk_cols_vec<T, 2>(p, nrows, stride, kb, sb, qb); break;
+    case 1: chunk_cols_vec<T, 1>(p, nrows, stride, kb, sb, qb); break;
     default: break;
   }
   const T inv_n = T(1) / T(nrows);
-  const double n = double(nrows);
   for (std::size_t c = nv * w; c < cw; ++c) {  // scalar tail: the same two passes, one channel at a time
     T a = 0;
     for (std::size_t r = 0; r < nrows; ++r) a += p[r * stride + c];
@@ -366,9 +364,15 @@ void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::
       s += dd;
       q = std::fma(dd, dd, q);
     }
-    const double sd = s, sdd = q;
-    const double dmean = sd / n;
-    out[c] = {n, double(K) + dmean, std::max(0.0, sdd - sd * dmean)};
+    kb[c] = K;
+    sb[c] = s;
+    qb[c] = q;
+  }
+  const double n = double(nrows);
+  for (std::size_t c = 0; c < cw; ++c) {  // mean = K + Sd/n, M2 = Sdd - Sd^2/n
+    const double sd = sb[c], dmean = sd / n, m2 = double(qb[c]) - sd * dmean;
+    cmean[c] = double(kb[c]) + dmean;
+    cm2[c] = m2 > 0.0 ? m2 : 0.0;
   }
 }
 
@@ -379,23 +383,24 @@ void chunk_moments_cols(const T* p, std::size_t nrows, std::size_t stride, std::
 // formed and x is not read.
 using GradSums = BnGradSums;
 
-// pf_off: offset (in values) of the next chunk of this channel, prefetched as we go, or 0.
+// pf_off: offset (in values) of the data that comes next, prefetched as we go (its first pf_rows runs), or 0.
 template <class T, int NV>
 GradSums chunk_grad_sums_runs(const T* dy, const T* x, std::size_t nrows, std::size_t stride, std::size_t len,
-                              T mean, bool want_x, std::size_t pf_off) {
+                              T mean, bool want_x, std::size_t pf_off, std::size_t pf_rows) {
   const V<T> zero(T(0)), mv(mean);
   V<T> s[4] = {zero, zero, zero, zero}, t[4] = {zero, zero, zero, zero}, u[4] = {zero, zero, zero, zero};
   T st = 0, tt = 0, ut = 0;
   for (std::size_t r = 0; r < nrows; ++r) {
     const T* g = dy + r * stride;
     const T* q = x + r * stride;
+    const std::size_t pf = r < pf_rows ? pf_off : 0;
     if (want_x) {
       visit_run<T, NV>(
           len,
           [&](std::size_t i, auto slot) {
-            if (pf_off) {
-              prefetch_l2(g + pf_off + i);
-              prefetch_l2(q + pf_off + i);
+            if (pf) {
+              prefetch_l2(g + pf + i);
+              prefetch_l2(q + pf + i);
             }
             const V<T> gv = V<T>::load_unaligned(g + i), h = V<T>::load_unaligned(q + i) - mv;
             s[slot] += gv;
@@ -412,7 +417,7 @@ GradSums chunk_grad_sums_runs(const T* dy, const T* x, std::size_t nrows, std::s
       visit_run<T, NV>(
           len,
           [&](std::size_t i, auto slot) {
-            if (pf_off) prefetch_l2(g + pf_off + i);
+            if (pf) prefetch_l2(g + pf + i);
             s[slot] += V<T>::load_unaligned(g + i);
           },
           [&](std::size_t i) { st += g[i]; });
@@ -552,10 +557,11 @@ DxCoef<T> finish_grad_channel(const GradSums& gs, double count, std::size_t c, c
 // rows are `stride` apart, and within a row the block is cw runs of len values, one per channel, back to
 // back — traversed in memory order. The forward normalise uses (mean, scale, shift); eval uses (0, scale,
 // shift), i.e. y = x*scale + shift. Stream: streaming stores (NV == 0 peels each run to an aligned y; NV > 0
-// requires aligned runs). Prefetch: prefetch x[cw*len ..] of each row, the next block's part of the row.
+// requires aligned runs). Prefetch: prefetch x[cw*len ..] of each row, the next block's part of the row (whose
+// first pf_cw runs exist).
 template <class T, bool Stream, bool Prefetch, int NV>
 void affine_block(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t len, std::size_t cw,
-                  const T* m, const T* a, const T* b) {
+                  const T* m, const T* a, const T* b, std::size_t pf_cw) {
   const std::size_t ahead = cw * len;
   for (std::size_t r = 0; r < nrows; ++r)
     for (std::size_t c = 0; c < cw; ++c) {
@@ -570,11 +576,13 @@ void affine_block(const T* x, T* y, std::size_t nrows, std::size_t stride, std::
       const T* xs = xr + i0;
       T* ys = yr + i0;
       const V<T> mv(mc), av(ac), bv(bc);
-      const bool next_row = r + 1 < nrows;
+      const bool next_row = r + 1 < nrows, next_block = c < pf_cw;
       visit_run<T, NV>(
           len - i0,
           [&](std::size_t i, auto) {
-            if constexpr (Prefetch) prefetch_l2(xs + ahead + i);
+            if constexpr (Prefetch) {
+              if (next_block) prefetch_l2(xs + ahead + i);
+            }
             if (next_row) prefetch_l2(xs + stride + i);
             const V<T> v = vfma(V<T>::load_unaligned(xs + i) - mv, av, bv);
             if constexpr (Stream) store_stream(ys + i, v); else v.store_unaligned(ys + i);
@@ -583,44 +591,11 @@ void affine_block(const T* x, T* y, std::size_t nrows, std::size_t stride, std::
     }
 }
 
-// S == 1: rows [0, nrows) of a column block of cw channels (NV full batches + a scalar tail); per-channel
-// m/a/b arrays (cw values), whose batches stay in registers for all rows.
-template <class T, int NV>
-void affine_cols_nv(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t cw, const T* m,
-                    const T* a, const T* b) {
-  constexpr std::size_t w = kW<T>;
-  V<T> mv[NV > 0 ? NV : 1], av[NV > 0 ? NV : 1], bv[NV > 0 ? NV : 1];
-  for (int j = 0; j < NV; ++j) {
-    mv[j] = V<T>::load_unaligned(m + j * w);
-    av[j] = V<T>::load_unaligned(a + j * w);
-    bv[j] = V<T>::load_unaligned(b + j * w);
-  }
-  for (std::size_t r = 0; r < nrows; ++r) {
-    const T* xr = x + r * stride;
-    T* yr = y + r * stride;
-    for (int j = 0; j < NV; ++j)
-      vfma(V<T>::load_unaligned(xr + j * w) - mv[j], av[j], bv[j]).store_unaligned(yr + j * w);
-    for (std::size_t c = NV * w; c < cw; ++c) yr[c] = std::fma(xr[c] - m[c], a[c], b[c]);
-  }
-}
-
-template <class T>
-void affine_cols(const T* x, T* y, std::size_t nrows, std::size_t stride, std::size_t cw, const T* m, const T* a,
-                 const T* b) {
-  switch (cw / kW<T>) {
-    case 4: affine_cols_nv<T, 4>(x, y, nrows, stride, cw, m, a, b); break;
-    case 3: affine_cols_nv<T, 3>(x, y, nrows, stride, cw, m, a, b); break;
-    case 2: affine_cols_nv<T, 2>(x, y, nrows, stride, cw, m, a, b); break;
-    case 1: affine_cols_nv<T, 1>(x, y, nrows, stride, cw, m, a, b); break;
-    default: affine_cols_nv<T, 0>(x, y, nrows, stride, cw, m, a, b); break;
-  }
-}
-
 // dx = k1*dy + (k2*(x - mean) + k3) over nrows rows of a block of cw channels (layout, Stream and Prefetch
 // as in affine_block; the prefetch covers the next block's dy and x).
 template <class T, bool Stream, bool Prefetch, int NV>
 void dx_block(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t len,
-              std::size_t cw, const DxCoef<T>* k) {
+              std::size_t cw, const DxCoef<T>* k, std::size_t pf_cw) {
   const std::size_t ahead = cw * len;
   for (std::size_t r = 0; r < nrows; ++r)
     for (std::size_t c = 0; c < cw; ++c) {
@@ -638,13 +613,15 @@ void dx_block(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t str
       const T* q = xr + i0;
       T* o = orow + i0;
       const V<T> k1(kc.k1), k2(kc.k2), k3(kc.k3), mv(kc.mean);
-      const bool next_row = r + 1 < nrows;
+      const bool next_row = r + 1 < nrows, next_block = c < pf_cw;
       visit_run<T, NV>(
           len - i0,
           [&](std::size_t i, auto) {
             if constexpr (Prefetch) {
-              prefetch_l2(g + ahead + i);
-              prefetch_l2(q + ahead + i);
+              if (next_block) {
+                prefetch_l2(g + ahead + i);
+                prefetch_l2(q + ahead + i);
+              }
             }
             if (next_row) {
               prefetch_l2(g + stride + i);
@@ -657,44 +634,40 @@ void dx_block(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t str
     }
 }
 
-template <class T, int NV>
-void dx_cols_nv(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t cw,
-                const DxCoef<T>* k) {
+// S == 1, whole rows: y = (x - m_c)*a_c + b_c over rows [0, nrows) of all C channels, in memory order. The
+// coefficient batches come from L1 each time; walking down a column block instead would put every load
+// 4 KiB-aliased behind the previous row's stores (C = 1024 floats is exactly 4 KiB per row).
+template <class T>
+void affine_rows_s1(const T* x, T* y, std::size_t nrows, std::size_t C, const T* m, const T* a, const T* b) {
   constexpr std::size_t w = kW<T>;
-  alignas(kAlign) T k1[4 * kW<T>], k2[4 * kW<T>], k3[4 * kW<T>], mn[4 * kW<T>];
-  for (std::size_t c = 0; c < cw; ++c) {
-    k1[c] = k[c].k1;
-    k2[c] = k[c].k2;
-    k3[c] = k[c].k3;
-    mn[c] = k[c].mean;
-  }
-  V<T> k1v[NV > 0 ? NV : 1], k2v[NV > 0 ? NV : 1], k3v[NV > 0 ? NV : 1], mv[NV > 0 ? NV : 1];
-  for (int j = 0; j < NV; ++j) {
-    k1v[j] = V<T>::load_aligned(k1 + j * w);
-    k2v[j] = V<T>::load_aligned(k2 + j * w);
-    k3v[j] = V<T>::load_aligned(k3 + j * w);
-    mv[j] = V<T>::load_aligned(mn + j * w);
-  }
+  const std::size_t cv = C - C % w;
   for (std::size_t r = 0; r < nrows; ++r) {
-    const T* g = dy + r * stride;
-    const T* q = x + r * stride;
-    T* o = dx + r * stride;
-    for (int j = 0; j < NV; ++j)
-      vfma(k1v[j], V<T>::load_unaligned(g + j * w), vfma(k2v[j], V<T>::load_unaligned(q + j * w) - mv[j], k3v[j]))
-          .store_unaligned(o + j * w);
-    for (std::size_t c = NV * w; c < cw; ++c) o[c] = std::fma(k1[c], g[c], std::fma(k2[c], q[c] - mn[c], k3[c]));
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    for (std::size_t c = 0; c < cv; c += w)
+      vfma(V<T>::load_unaligned(xr + c) - V<T>::load_unaligned(m + c), V<T>::load_unaligned(a + c),
+           V<T>::load_unaligned(b + c))
+          .store_unaligned(yr + c);
+    for (std::size_t c = cv; c < C; ++c) yr[c] = std::fma(xr[c] - m[c], a[c], b[c]);
   }
 }
 
+// S == 1, whole rows: dx = k1*dy + (k2*(x - mean) + k3) with per-channel coefficient arrays.
 template <class T>
-void dx_cols(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t stride, std::size_t cw,
-             const DxCoef<T>* k) {
-  switch (cw / kW<T>) {
-    case 4: dx_cols_nv<T, 4>(dy, x, dx, nrows, stride, cw, k); break;
-    case 3: dx_cols_nv<T, 3>(dy, x, dx, nrows, stride, cw, k); break;
-    case 2: dx_cols_nv<T, 2>(dy, x, dx, nrows, stride, cw, k); break;
-    case 1: dx_cols_nv<T, 1>(dy, x, dx, nrows, stride, cw, k); break;
-    default: dx_cols_nv<T, 0>(dy, x, dx, nrows, stride, cw, k); break;
+void dx_rows_s1(const T* dy, const T* x, T* dx, std::size_t nrows, std::size_t C, const T* k1, const T* k2,
+                const T* k3, const T* mn) {
+  constexpr std::size_t w = kW<T>;
+  const std::size_t cv = C - C % w;
+  for (std::size_t r = 0; r < nrows; ++r) {
+    const T* g = dy + r * C;
+    const T* q = x + r * C;
+    T* o = dx + r * C;
+    for (std::size_t c = 0; c < cv; c += w)
+      vfma(V<T>::load_unaligned(k1 + c), V<T>::load_unaligned(g + c),
+           vfma(V<T>::load_unaligned(k2 + c), V<T>::load_unaligned(q + c) - V<T>::load_unaligned(mn + c),
+                V<T>::load_unaligned(k3 + c)))
+          .store_unaligned(o + c);
+    for (std::size_t c = cv; c < C; ++c) o[c] = std::fma(k1[c], g[c], std::fma(k2[c], q[c] - mn[c], k3[c]));
   }
 }
 
@@ -732,9 +705,11 @@ void chunk_row_moments(const T* x, const BnDims& d, const Blocking& b, std::size
       const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0;
       const T* p = row + pos;
       // prefetch `ahead` values further along the traversal (this chunk row, then the next one)
-      const T* pf = pos + ahead < bw ? p + ahead : (r + b.k < r_pf ? row + b.k * stride + (pos + ahead - bw) : nullptr);
+      const bool same = pos + ahead + len <= bw;
+      const T* pf = same ? p + ahead : (r + b.k < r_pf && pos + ahead >= bw ? row + b.k * stride + (pos + ahead - bw) : nullptr);
+      const std::size_t pf_rows = same ? nr : (pf ? std::min(b.k, r_pf - r - b.k) : 0);
       dispatch_nv<T>(len, [&](auto nv) {
-        part[c] = bn_combine(part[c], chunk_moments_runs<T, nv>(p, nr, stride, len, pf));
+        part[c] = bn_combine(part[c], chunk_moments_runs<T, nv>(p, nr, stride, len, pf, pf_rows));
       });
     }
 }
@@ -745,12 +720,31 @@ void group_moments(const T* x, const BnDims& d, const Blocking& b, std::size_t u
   const std::size_t r0 = group_begin(b, g), r1 = group_end(b, d, g), cw = block_width(b, d, u);
   for (std::size_t c = 0; c < cw; ++c) out[c] = BnMoments{};
   if (d.S == 1) {
+    // Chan's combine (as bn_combine, term for term) with the block's channels side by side: every channel
+    // of a chunk has the same count, so the one division is shared and the loops vectorise.
     const std::size_t c0 = block_begin(b, u);
-    BnMoments tmp[4 * kW<T>];
+    alignas(kAlign) double cmean[4 * kW<T>], cm2[4 * kW<T>], gmean[4 * kW<T>], gm2[4 * kW<T>];
+    double gn = 0;
     for (std::size_t r = r0; r < r1; r += b.k) {
-      chunk_moments_cols(x + r * d.C + c0, std::min(b.k, r1 - r), d.C, cw, tmp);
-      for (std::size_t c = 0; c < cw; ++c) out[c] = bn_combine(out[c], tmp[c]);
+      const std::size_t nr = std::min(b.k, r1 - r);
+      chunk_moments_cols(x + r * d.C + c0, nr, d.C, cw, cmean, cm2);
+      const double nb = double(nr);
+      if (gn == 0) {
+        for (std::size_t c = 0; c < cw; ++c) {
+          gmean[c] = cmean[c];
+          gm2[c] = cm2[c];
+        }
+      } else {
+        const double n = gn + nb, fb = nb / n;
+        for (std::size_t c = 0; c < cw; ++c) {
+          const double delta = cmean[c] - gmean[c];
+          gmean[c] = gmean[c] + delta * fb;
+          gm2[c] = gm2[c] + cm2[c] + delta * delta * gn * fb;
+        }
+      }
+      gn += nb;
     }
+    for (std::size_t c = 0; c < cw; ++c) out[c] = {gn, gmean[c], gm2[c]};
   } else {
     for (std::size_t r = r0; r < r1; r += b.k) chunk_row_moments(x, d, b, u, r, r1, r1, out);
   }
@@ -767,10 +761,12 @@ void chunk_row_grad_sums(const T* dy, const T* x, const BnDims& d, const Blockin
   for (std::size_t c = 0; c < cw; ++c)
     for (std::size_t s0 = 0; s0 < d.S; s0 += b.piece) {
       const std::size_t len = std::min(b.piece, d.S - s0), pos = c * d.S + s0, off = row + pos;
-      const std::size_t pf_off = pos + ahead < bw ? ahead : (r + b.k < r_pf ? b.k * stride + ahead - bw : 0);
+      const bool same = pos + ahead + len <= bw;
+      const std::size_t pf_off = same ? ahead : (r + b.k < r_pf && pos + ahead >= bw ? b.k * stride + ahead - bw : 0);
+      const std::size_t pf_rows = same ? nr : (pf_off ? std::min(b.k, r_pf - r - b.k) : 0);
       dispatch_nv<T>(len, [&](auto nv) {
-        part[c] = bn_grad_combine(
-            part[c], chunk_grad_sums_runs<T, nv>(dy + off, x + off, nr, stride, len, mean[c0 + c], want_x, pf_off));
+        part[c] = bn_grad_combine(part[c], chunk_grad_sums_runs<T, nv>(dy + off, x + off, nr, stride, len, mean[c0 + c],
+                                                                       want_x, pf_off, pf_rows));
       });
     }
 }
@@ -802,48 +798,42 @@ inline bool aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) 
 template <class T>
 void affine_unit(const T* x, T* y, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r0,
                  std::size_t r1, const T* m, const T* a, const T* sh, bool stream, bool prefetch) {
-  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
-  if (d.S == 1) {
-    affine_cols(x + r0 * d.C + c0, y + r0 * d.C + c0, r1 - r0, d.C, cw, m, a, sh);
-    return;
-  }
+  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);  // S > 1 (S == 1: affine_rows_s1)
   const std::size_t off = (r0 * d.C + c0) * d.S, stride = d.C * d.S, nr = r1 - r0;
+  const std::size_t pf_cw = prefetch && u + 1 < b.units ? block_width(b, d, u + 1) : 0;
   dispatch_nv<T>(d.S, [&](auto nv) {
     constexpr int NV = decltype(nv)::value;
     const bool st = stream && (NV == 0 || aligned(y));
-    if (st && prefetch) affine_block<T, true, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
-    else if (st) affine_block<T, true, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
-    else if (prefetch) affine_block<T, false, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
-    else affine_block<T, false, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh);
+    if (st && prefetch) affine_block<T, true, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh, pf_cw);
+    else if (st) affine_block<T, true, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh, pf_cw);
+    else if (prefetch) affine_block<T, false, true, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh, pf_cw);
+    else affine_block<T, false, false, NV>(x + off, y + off, nr, stride, d.S, cw, m, a, sh, pf_cw);
   });
 }
 
 template <class T>
 void dx_unit(const T* dy, const T* x, T* dx, const BnDims& d, const Blocking& b, std::size_t u, std::size_t r0,
              std::size_t r1, const DxCoef<T>* k, bool stream, bool prefetch) {
-  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);
-  if (d.S == 1) {
-    const std::size_t off = r0 * d.C + c0;
-    dx_cols(dy + off, x + off, dx + off, r1 - r0, d.C, cw, k);
-    return;
-  }
+  const std::size_t c0 = block_begin(b, u), cw = block_width(b, d, u);  // S > 1 (S == 1: dx_rows_s1)
   const std::size_t off = (r0 * d.C + c0) * d.S, stride = d.C * d.S, nr = r1 - r0;
+  const std::size_t pf_cw = prefetch && u + 1 < b.units ? block_width(b, d, u + 1) : 0;
   dispatch_nv<T>(d.S, [&](auto nv) {
     constexpr int NV = decltype(nv)::value;
     const bool st = stream && (NV == 0 || aligned(dx));
-    if (st && prefetch) dx_block<T, true, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
-    else if (st) dx_block<T, true, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
-    else if (prefetch) dx_block<T, false, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
-    else dx_block<T, false, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k);
+    if (st && prefetch) dx_block<T, true, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k, pf_cw);
+    else if (st) dx_block<T, true, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k, pf_cw);
+    else if (prefetch) dx_block<T, false, true, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k, pf_cw);
+    else dx_block<T, false, false, NV>(dy + off, x + off, dx + off, nr, stride, d.S, cw, k, pf_cw);
   });
 }
 
-// Schedule. FUSED: threads split the units (channels / column blocks); each unit does
+// Schedule (S > 1). FUSED: threads split the units (channel blocks); each unit does
 //   local sums -> combine -> finish -> elementwise
-// back to back, so its slab is read from DRAM once and re-read from L2. SPLIT (few units for the threads):
-// threads split (unit, group) pairs for the local sums, the caller combines and finishes, then threads split
-// (unit, group) pairs again for the elementwise pass. Both run the identical arithmetic per (unit, group) and
-// fold groups in the same order, so they produce the same bits.
+// back to back, so its data is read from memory once and re-read from cache (L2/L3). SPLIT (too few units to
+// share evenly): threads split (unit, group) pairs for the local sums, the caller combines and finishes,
+// then threads split (unit, group) pairs again for the elementwise pass. Both run the identical arithmetic
+// per (unit, group) and fold groups in the same order, so they produce the same bits. (S == 1 always runs
+// the split structure: forward_train_s1.)
 enum class Schedule { Inline, Fused, Split };
 
 inline Schedule choose_schedule(const BnDims& d, const Blocking& b) {
@@ -871,11 +861,52 @@ void check_train_dims(const BnDims& d, bool running_var) {
         "the unbiased running variance is undefined; use a batch of at least 2 (drop_last) or eval mode");
 }
 
+// Grain (rows) for a whole-row pass of the [N, C] layout.
+inline std::size_t row_grain(const BnDims& d, std::size_t numel) {
+  return numel < kMinParallelElems ? d.N : std::max<std::size_t>(1, 8192 / std::max<std::size_t>(1, d.C));
+}
+
+// [N, C] layout (S == 1): local sums of (column block, group) pairs in parallel -> combine + finish per
+// channel in parallel -> normalise whole rows in parallel. The data of a [N, C] batch is usually small
+// enough to be re-read from cache; walking rows keeps the elementwise pass free of 4 KiB aliasing.
+template <class T>
+void forward_train_s1(const T* x, const T* weight, const T* bias, T* y, T* save_mean, T* save_invstd,
+                      T* running_mean, T* running_var, const BnDims& d, double eps, double f) {
+  const Blocking b = make_blocking<T>(d, 1);
+  const std::size_t numel = d.N * d.C, pairs = b.units * b.G;
+  const bool one = get_num_threads() == 1 || numel < kMinParallelElems || in_parallel_region();
+  std::vector<BnMoments> part(b.G * d.C);  // part[g*C + c]
+  parallel_for(0, pairs, one ? pairs : 1, [&](std::size_t lo, std::size_t hi) {  // local sums
+    for (std::size_t t = lo; t < hi; ++t) {
+      const std::size_t u = t / b.G, g = t % b.G;
+      group_moments(x, d, b, u, g, part.data() + g * d.C + block_begin(b, u));
+    }
+  });
+  std::vector<T> m(d.C), a(d.C), sh(d.C);
+  parallel_for(0, d.C, one ? d.C : 1024, [&](std::size_t lo, std::size_t hi) {  // combine + finish
+    for (std::size_t c = lo; c < hi; ++c) {
+      BnMoments tot;
+      for (std::size_t g = 0; g < b.G; ++g) tot = bn_combine(tot, part[g * d.C + c]);
+      const Affine<T> af = finish_channel(tot, c, eps, f, weight, bias, save_mean, save_invstd, running_mean, running_var);
+      m[c] = af.mean;
+      a[c] = af.scale;
+      sh[c] = af.shift;
+    }
+  });
+  parallel_for(0, d.N, one ? d.N : row_grain(d, numel), [&](std::size_t lo, std::size_t hi) {  // normalise
+    affine_rows_s1(x + lo * d.C, y + lo * d.C, hi - lo, d.C, m.data(), a.data(), sh.data());
+  });
+}
+
 template <class T>
 void forward_train_impl(const T* x, const T* weight, const T* bias, T* y, T* save_mean, T* save_invstd,
                         T* running_mean, T* running_var, const BnDims& d, double eps, double f) {
   check_train_dims<T>(d, running_var != nullptr);
   if (d.C == 0 || d.N * d.S == 0) return;
+  if (d.S == 1) {
+    forward_train_s1(x, weight, bias, y, save_mean, save_invstd, running_mean, running_var, d, eps, f);
+    return;
+  }
   const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const Schedule sched = choose_schedule(d, b);
@@ -942,6 +973,39 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
   const bool want_x = dx || dweight;
   if (!want_x) x = dy;  // only dbias: x is never read (and may be nullptr)
   const bool have_sums = given != nullptr;
+  if (d.S == 1) {  // [N, C]: as forward_train_s1
+    const Blocking b = make_blocking<T>(d, 1);
+    const std::size_t numel = d.N * d.C, pairs = b.units * b.G;
+    const bool one = get_num_threads() == 1 || numel < kMinParallelElems || in_parallel_region();
+    std::vector<GradSums> part(have_sums ? 0 : b.G * d.C);
+    if (!have_sums)
+      parallel_for(0, pairs, one ? pairs : 1, [&](std::size_t lo, std::size_t hi) {  // local sums
+        for (std::size_t t = lo; t < hi; ++t) {
+          const std::size_t u = t / b.G, g = t % b.G;
+          group_grad_sums(dy, x, d, b, u, g, save_mean, want_x, part.data() + g * d.C + block_begin(b, u));
+        }
+      });
+    std::vector<T> k1(d.C), k2(d.C), k3(d.C), mn(d.C);
+    parallel_for(0, d.C, one ? d.C : 1024, [&](std::size_t lo, std::size_t hi) {  // combine + finish
+      for (std::size_t c = lo; c < hi; ++c) {
+        GradSums tot;
+        if (have_sums) tot = given[c];
+        else
+          for (std::size_t g = 0; g < b.G; ++g) tot = bn_grad_combine(tot, part[g * d.C + c]);
+        const DxCoef<T> k = finish_grad_channel(tot, count, c, weight, save_mean, save_invstd, dweight, dbias);
+        k1[c] = k.k1;
+        k2[c] = k.k2;
+        k3[c] = k.k3;
+        mn[c] = k.mean;
+      }
+    });
+    if (dx)
+      parallel_for(0, d.N, one ? d.N : row_grain(d, numel), [&](std::size_t lo, std::size_t hi) {  // dx
+        dx_rows_s1(dy + lo * d.C, x + lo * d.C, dx + lo * d.C, hi - lo, d.C, k1.data(), k2.data(), k3.data(),
+                   mn.data());
+      });
+    return;
+  }
   const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const Schedule sched = choose_schedule(d, b);
@@ -1005,7 +1069,7 @@ void backward_impl(const T* dy, const T* x, const T* weight, const T* save_mean,
 }
 
 // Elementwise y = (x - m_c)*a_c + b_c for all channels. S > 1: threads over (row, block) items in memory
-// order. S == 1: over (block, 64-row stretch) items, so a block's coefficient batches stay in registers.
+// order. S == 1: over whole rows.
 template <class T>
 void affine_all(const T* x, T* y, const BnDims& d, const T* m, const T* a, const T* sh) {
   if (d.C == 0 || d.N * d.S == 0) return;
@@ -1013,14 +1077,8 @@ void affine_all(const T* x, T* y, const BnDims& d, const T* m, const T* a, const
   const bool stream = d.N * d.C * d.S * sizeof(T) >= kStreamBytes;
   const std::size_t numel = d.N * d.C * d.S;
   if (d.S == 1) {
-    constexpr std::size_t R = 64;
-    const std::size_t stretches = (d.N + R - 1) / R, items = b.units * stretches;
-    const std::size_t grain = numel < kMinParallelElems ? items : std::max<std::size_t>(1, 8192 / (R * b.cb));
-    parallel_for(0, items, grain, [&](std::size_t lo, std::size_t hi) {
-      for (std::size_t t = lo; t < hi; ++t) {
-        const std::size_t u = t / stretches, r0 = (t % stretches) * R, c0 = block_begin(b, u);
-        affine_unit(x, y, d, b, u, r0, std::min(d.N, r0 + R), m + c0, a + c0, sh + c0, false, false);
-      }
+    parallel_for(0, d.N, row_grain(d, numel), [&](std::size_t lo, std::size_t hi) {
+      affine_rows_s1(x + lo * d.C, y + lo * d.C, hi - lo, d.C, m, a, sh);
     });
     return;
   }

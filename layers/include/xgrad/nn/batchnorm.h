@@ -34,7 +34,7 @@ enum class BatchNormImpl { Composed, Fused };
 const char* to_string(BatchNormImpl impl);
 
 /// The implementation BatchNorm layers use when their options leave `impl` empty. Examples switch it to
-/// compare both paths; the initial value is Composed.
+/// compare both paths; the initial value is Fused.
 void set_default_batchnorm_impl(BatchNormImpl impl);
 BatchNormImpl default_batchnorm_impl();
 
