@@ -3,6 +3,7 @@
 //   mlp_bn  the same with Linear(no bias) -> BatchNorm1d before each sigmoid
 //   cnn     conv3x3 1->32 (pad 1) + BN + ReLU, conv3x3 32->64 (pad 1) + BN + ReLU, maxpool 2,
 //           Linear 12544->10, batch 64 of 1x28x28 (convolutions without bias: BN's shift replaces it)
+// with BatchNorm's default (fused) implementation, and the BN models once more with the composed reference.
 // One thread. Built with -DXGRAD_BENCH_LIBTORCH=ON, the same models run in libtorch in the same binary and
 // the ratios xgrad/libtorch are printed at the end.
 //
@@ -26,13 +27,14 @@ namespace nn = xg::nn;
 constexpr float kLr = 0.01f;
 
 // ---- xgrad models ---------------------------------------------------------------------------------------
-std::shared_ptr<nn::Sequential> xgrad_mlp(bool bn) {
+// bn_impl: which BatchNorm implementation the BN layers use (the fused kernels are the default).
+std::shared_ptr<nn::Sequential> xgrad_mlp(bool bn, nn::BatchNormImpl bn_impl = nn::BatchNormImpl::Fused) {
   auto m = std::make_shared<nn::Sequential>();
   std::size_t in = 784;
   for (int layer = 0; layer < 3; ++layer) {
     if (bn) {
       m->push_back(nn::Linear(nn::LinearOptions(in, 100).bias(false)));
-      m->push_back(nn::BatchNorm1d(100));
+      m->push_back(nn::BatchNorm1d(nn::BatchNormOptions(100).impl(bn_impl)));
     } else {
       m->push_back(nn::Linear(in, 100));
     }
@@ -43,10 +45,11 @@ std::shared_ptr<nn::Sequential> xgrad_mlp(bool bn) {
   return m;
 }
 
-std::shared_ptr<nn::Sequential> xgrad_cnn() {
+std::shared_ptr<nn::Sequential> xgrad_cnn(nn::BatchNormImpl bn_impl = nn::BatchNormImpl::Fused) {
   return std::make_shared<nn::Sequential>(
-      nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(32), nn::ReLU(),
-      nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), nn::BatchNorm2d(64), nn::ReLU(),
+      nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(nn::BatchNormOptions(32).impl(bn_impl)),
+      nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
+      nn::BatchNorm2d(nn::BatchNormOptions(64).impl(bn_impl)), nn::ReLU(),
       nn::MaxPool2d(2), nn::Flatten(), nn::Linear(12544, 10));
 }
 
@@ -81,6 +84,11 @@ void run_xgrad(benchmark::State& state, std::shared_ptr<nn::Sequential> model, c
 void BM_xgrad_mlp(benchmark::State& s) { run_xgrad(s, xgrad_mlp(false), {60, 784}); }
 void BM_xgrad_mlp_bn(benchmark::State& s) { run_xgrad(s, xgrad_mlp(true), {60, 784}); }
 void BM_xgrad_cnn(benchmark::State& s) { run_xgrad(s, xgrad_cnn(), {64, 1, 28, 28}); }
+// The same with the composed (reference) BatchNorm, for comparison.
+void BM_xgrad_mlp_bn_composed(benchmark::State& s) {
+  run_xgrad(s, xgrad_mlp(true, nn::BatchNormImpl::Composed), {60, 784});
+}
+void BM_xgrad_cnn_composed(benchmark::State& s) { run_xgrad(s, xgrad_cnn(nn::BatchNormImpl::Composed), {64, 1, 28, 28}); }
 
 // ---- libtorch models --------------------------------------------------------------------------------------
 #ifdef XGRAD_HAVE_LIBTORCH
@@ -143,8 +151,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
   // Real-time ratios (the headline) and CPU-time ratios (less sensitive to other load on the machine).
   void print_ratios() const {
-    for (const char* model : {"mlp", "mlp_bn", "cnn"}) {
-      const std::string x = std::string("step/xgrad/") + model, t = std::string("step/libtorch/") + model;
+    for (const char* model : {"mlp", "mlp_bn", "cnn", "mlp_bn_composed", "cnn_composed"}) {
+      std::string base = model;
+      base = base.substr(0, base.find("_composed"));
+      const std::string x = std::string("step/xgrad/") + model, t = "step/libtorch/" + base;
       if (!real_.count(x) || !real_.count(t)) continue;
       std::printf("ratio xgrad/libtorch %-7s real %.3f (%.3f ms / %.3f ms)   cpu %.3f (%.3f ms / %.3f ms)\n", model,
                   real_.at(x) / real_.at(t), real_.at(x) * 1e3, real_.at(t) * 1e3, cpu_.at(x) / cpu_.at(t),
@@ -171,6 +181,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("step/xgrad/mlp", BM_xgrad_mlp)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("step/xgrad/mlp_bn", BM_xgrad_mlp_bn)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("step/xgrad/cnn", BM_xgrad_cnn)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+  benchmark::RegisterBenchmark("step/xgrad/mlp_bn_composed", BM_xgrad_mlp_bn_composed)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("step/xgrad/cnn_composed", BM_xgrad_cnn_composed)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 #ifdef XGRAD_HAVE_LIBTORCH
   torch::set_num_threads(1);
   benchmark::RegisterBenchmark("step/libtorch/mlp", BM_torch_mlp)->Unit(benchmark::kMicrosecond);

@@ -128,8 +128,7 @@ std::string npy_bytes(const Tensor& t, const std::string& name, const char* fn) 
   out += header;
   dispatch(t.dtype(), [&](auto v) {
     using T = decltype(v);
-    const auto* p = reinterpret_cast<const char*>(t.data_ptr<T>());
-    out.append(p, t.numel() * sizeof(T));
+    if (t.numel() > 0) out.append(reinterpret_cast<const char*>(t.data_ptr<T>()), t.numel() * sizeof(T));
   });
   return out;
 }
@@ -300,10 +299,11 @@ Tensor make_tensor(const unsigned char* data, const ElementType& e, const NpyHea
   xt::xarray<T> a = xt::xarray<T>::from_shape(h.shape);
   T* out = a.data();
   if (!h.fortran_order) {
-    if (e.kind == 'f' && e.size == sizeof(T) && !e.big_endian)
-      std::memcpy(out, data, n * sizeof(T));
-    else
+    if (e.kind == 'f' && e.size == sizeof(T) && !e.big_endian) {
+      if (n > 0) std::memcpy(out, data, n * sizeof(T));  // (an empty array may have no buffer at all)
+    } else {
       for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<T>(element_at(data + i * e.size, e));
+    }
     return Tensor(std::move(a));
   }
   // Fortran order: the first axis varies fastest in the file. Walk the C-order output with an odometer over

@@ -4,7 +4,7 @@
 // gradient must go, and a backward closure that turns the output's gradient into the inputs' gradients.
 // backward() walks the nodes in reverse topological order (iteratively: no recursion, so a 100,000-op chain
 // is fine), sums the gradients arriving at each node, calls its closure, and accumulates into the leaves'
-// .grad(). The walk is explained step by step in docs/autograd-internals.md.
+// .grad(). The walk is explained step by step in docs/autograd.md.
 #pragma once
 
 #include <cstdint>
