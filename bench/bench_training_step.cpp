@@ -46,11 +46,11 @@ std::shared_ptr<nn::Sequential> xgrad_mlp(bool bn, nn::BatchNormImpl bn_impl = n
 }
 
 std::shared_ptr<nn::Sequential> xgrad_cnn(nn::BatchNormImpl bn_impl = nn::BatchNormImpl::Fused) {
-  return std::make_shared<nn::Sequential>(
-      nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), nn::BatchNorm2d(nn::BatchNormOptions(32).impl(bn_impl)),
-      nn::ReLU(), nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
-      nn::BatchNorm2d(nn::BatchNormOptions(64).impl(bn_impl)), nn::ReLU(),
-      nn::MaxPool2d(2), nn::Flatten(), nn::Linear(12544, 10));
+  return std::make_shared<nn::Sequential>(nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false)),
+                                          nn::BatchNorm2d(nn::BatchNormOptions(32).impl(bn_impl)), nn::ReLU(),
+                                          nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
+                                          nn::BatchNorm2d(nn::BatchNormOptions(64).impl(bn_impl)), nn::ReLU(),
+                                          nn::MaxPool2d(2), nn::Flatten(), nn::Linear(12544, 10));
 }
 
 std::vector<std::size_t> labels(std::size_t n) {
@@ -88,7 +88,9 @@ void BM_xgrad_cnn(benchmark::State& s) { run_xgrad(s, xgrad_cnn(), {64, 1, 28, 2
 void BM_xgrad_mlp_bn_composed(benchmark::State& s) {
   run_xgrad(s, xgrad_mlp(true, nn::BatchNormImpl::Composed), {60, 784});
 }
-void BM_xgrad_cnn_composed(benchmark::State& s) { run_xgrad(s, xgrad_cnn(nn::BatchNormImpl::Composed), {64, 1, 28, 28}); }
+void BM_xgrad_cnn_composed(benchmark::State& s) {
+  run_xgrad(s, xgrad_cnn(nn::BatchNormImpl::Composed), {64, 1, 28, 28});
+}
 
 // ---- libtorch models --------------------------------------------------------------------------------------
 #ifdef XGRAD_HAVE_LIBTORCH
@@ -111,9 +113,9 @@ torch::nn::Sequential torch_mlp(bool bn) {
 
 torch::nn::Sequential torch_cnn() {
   namespace tn = torch::nn;
-  return tn::Sequential(tn::Conv2d(tn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), tn::BatchNorm2d(32),
-                        tn::ReLU(), tn::Conv2d(tn::Conv2dOptions(32, 64, 3).padding(1).bias(false)),
-                        tn::BatchNorm2d(64), tn::ReLU(), tn::MaxPool2d(2), tn::Flatten(), tn::Linear(12544, 10));
+  return tn::Sequential(tn::Conv2d(tn::Conv2dOptions(1, 32, 3).padding(1).bias(false)), tn::BatchNorm2d(32), tn::ReLU(),
+                        tn::Conv2d(tn::Conv2dOptions(32, 64, 3).padding(1).bias(false)), tn::BatchNorm2d(64),
+                        tn::ReLU(), tn::MaxPool2d(2), tn::Flatten(), tn::Linear(12544, 10));
 }
 
 void torch_step(torch::nn::Sequential& model, const torch::Tensor& x, const torch::Tensor& y) {
@@ -165,10 +167,14 @@ class RatioReporter : public benchmark::ConsoleReporter {
  private:
   static double unit(benchmark::TimeUnit u) {
     switch (u) {
-      case benchmark::kNanosecond: return 1e-9;
-      case benchmark::kMicrosecond: return 1e-6;
-      case benchmark::kMillisecond: return 1e-3;
-      default: return 1.0;
+      case benchmark::kNanosecond:
+        return 1e-9;
+      case benchmark::kMicrosecond:
+        return 1e-6;
+      case benchmark::kMillisecond:
+        return 1e-3;
+      default:
+        return 1.0;
     }
   }
   std::map<std::string, double> real_, cpu_;
@@ -182,7 +188,9 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("step/xgrad/mlp_bn", BM_xgrad_mlp_bn)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("step/xgrad/cnn", BM_xgrad_cnn)->Unit(benchmark::kMillisecond)->MinTime(2.0);
   benchmark::RegisterBenchmark("step/xgrad/mlp_bn_composed", BM_xgrad_mlp_bn_composed)->Unit(benchmark::kMicrosecond);
-  benchmark::RegisterBenchmark("step/xgrad/cnn_composed", BM_xgrad_cnn_composed)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+  benchmark::RegisterBenchmark("step/xgrad/cnn_composed", BM_xgrad_cnn_composed)
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(2.0);
 #ifdef XGRAD_HAVE_LIBTORCH
   torch::set_num_threads(1);
   benchmark::RegisterBenchmark("step/libtorch/mlp", BM_torch_mlp)->Unit(benchmark::kMicrosecond);

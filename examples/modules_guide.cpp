@@ -54,7 +54,8 @@ double accuracy(const xg::Tensor& logits, const std::vector<std::size_t>& y) {
   for (std::size_t i = 0; i < y.size(); ++i) {
     std::size_t best = 0;
     for (std::size_t c = 1; c < 3; ++c)
-      if (logits.at({std::ptrdiff_t(i), std::ptrdiff_t(c)}) > logits.at({std::ptrdiff_t(i), std::ptrdiff_t(best)})) best = c;
+      if (logits.at({std::ptrdiff_t(i), std::ptrdiff_t(c)}) > logits.at({std::ptrdiff_t(i), std::ptrdiff_t(best)}))
+        best = c;
     right += best == y[i];
   }
   return double(right) / double(y.size());
@@ -69,9 +70,8 @@ int main(int argc, char** argv) {
 
   // [sequential]
   namespace nn = xg::nn;
-  auto mlp = std::make_shared<nn::Sequential>(
-      nn::Linear(nn::LinearOptions(784, 100).bias(false)), nn::BatchNorm1d(100), nn::Sigmoid(),
-      nn::Linear(100, 10));
+  auto mlp = std::make_shared<nn::Sequential>(nn::Linear(nn::LinearOptions(784, 100).bias(false)), nn::BatchNorm1d(100),
+                                              nn::Sigmoid(), nn::Linear(100, 10));
   std::cout << *mlp << "\n";
   for (const auto& [name, p] : mlp->named_parameters())
     std::cout << name << " " << xg::shape_str(p.shape()) << "\n";  // 0.weight [100,784], 1.weight [100], ...
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
 
   // [options]
   auto conv = nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1).bias(false));  // defaults for the rest
-  std::cout << "conv weight " << xg::shape_str(conv.weight.shape()) << "\n";    // [32,1,3,3] as PyTorch
+  std::cout << "conv weight " << xg::shape_str(conv.weight.shape()) << "\n";   // [32,1,3,3] as PyTorch
   try {
     nn::Conv2d bad(nn::Conv2dOptions(1, 32, 3).stride(0));
   } catch (const xg::Error& e) {
@@ -101,9 +101,9 @@ int main(int argc, char** argv) {
     const xg::Tensor xb = x_train.narrow(0, start, 60);
     const std::vector<std::size_t> yb(y_train.begin() + start, y_train.begin() + start + 60);
 
-    net->zero_grad();                                                      // grads to "none"
+    net->zero_grad();                                                       // grads to "none"
     xg::Tensor loss = nn::functional::cross_entropy(net->forward(xb), yb);  // forward
-    loss.backward();                                                       // backward
+    loss.backward();                                                        // backward
     {
       xg::NoGradGuard no_grad;  // the update itself is not part of any graph
       for (const auto& p : params) {
@@ -128,8 +128,8 @@ int main(int argc, char** argv) {
   // [hooks]
   // Read the BatchNorm output of every forward without changing the graph.
   std::vector<double> bn_means;
-  xg::nn::HookHandle handle = net->bn1->register_forward_hook(
-      [&](xg::nn::Module& module, const xg::Tensor& input, const xg::Tensor& output) {
+  xg::nn::HookHandle handle =
+      net->bn1->register_forward_hook([&](xg::nn::Module& module, const xg::Tensor& input, const xg::Tensor& output) {
         bn_means.push_back(output.mean().item());  // e.g. for percentiles over training
       });
   net->forward(x_test);
@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
   restored->eval();
   net->eval();
   const double diff = (restored->forward(x_test) - net->forward(x_test)).abs().max().item();
-  std::printf("saved %zu tensors to %s; reloaded model differs by %.1e\n", net->state_dict().size(), path.c_str(), diff);
+  std::printf("saved %zu tensors to %s; reloaded model differs by %.1e\n", net->state_dict().size(), path.c_str(),
+              diff);
 
   try {
     auto wrong = std::make_shared<BlobNet>(8);  // other hidden size: shape mismatches are named
@@ -163,7 +164,8 @@ int main(int argc, char** argv) {
   xg::Tensor batch = xg::randn({8, 3}) * 2.0 + 5.0;  // mean ≈ 5, std ≈ 2 per feature
 
   bn.forward(batch);  // training: batch statistics, running stats move 10% of the way
-  std::printf("after 1 step:   running_mean[0] = %.3f, batches = %.0f\n", bn.running_mean.at({0}), bn.num_batches_tracked.item());
+  std::printf("after 1 step:   running_mean[0] = %.3f, batches = %.0f\n", bn.running_mean.at({0}),
+              bn.num_batches_tracked.item());
 
   bn.set_update_running_stats(false);  // probe: batch statistics, buffers untouched
   bn.forward(batch);
@@ -172,7 +174,8 @@ int main(int argc, char** argv) {
     nn::NoStatsUpdateGuard probe;  // the same for every BatchNorm in this scope
     bn.forward(batch);
   }
-  std::printf("after 2 probes: running_mean[0] = %.3f, batches = %.0f\n", bn.running_mean.at({0}), bn.num_batches_tracked.item());
+  std::printf("after 2 probes: running_mean[0] = %.3f, batches = %.0f\n", bn.running_mean.at({0}),
+              bn.num_batches_tracked.item());
 
   bn.freeze_statistics();  // running statistics from now on, even after a parent's train()
   bn.train();
@@ -188,10 +191,10 @@ int main(int argc, char** argv) {
   xg::Tensor running_mean = xg::zeros({3}), running_var = xg::ones({3});
   const xg::Tensor y = nn::functional::batch_norm(images, running_mean, running_var, /*weight=*/{}, /*bias=*/{},
                                                   /*training=*/true, /*momentum=*/0.1, /*eps=*/1e-5);
-  const xg::Tensor mean = images.mean({0, 2, 3}, /*keepdim=*/true);                     // [1, 3, 1, 1]
-  const xg::Tensor var = images.var({0, 2, 3}, /*unbiased=*/false, /*keepdim=*/true);   // biased: ÷ m
-  const xg::Tensor by_hand = (images - mean) / (var + 1e-5).sqrt();                     // eps inside the sqrt
-  const double unbiased0 = images.var({0, 2, 3}, /*unbiased=*/true).at({0});            // ÷ (m − 1), m = 100
+  const xg::Tensor mean = images.mean({0, 2, 3}, /*keepdim=*/true);                    // [1, 3, 1, 1]
+  const xg::Tensor var = images.var({0, 2, 3}, /*unbiased=*/false, /*keepdim=*/true);  // biased: ÷ m
+  const xg::Tensor by_hand = (images - mean) / (var + 1e-5).sqrt();                    // eps inside the sqrt
+  const double unbiased0 = images.var({0, 2, 3}, /*unbiased=*/true).at({0});           // ÷ (m − 1), m = 100
   std::printf("functional vs formula: %.1e; running_var[0] = %.5f = 0.9 + 0.1 * %.5f\n",
               (y - by_hand).abs().max().item(), running_var.at({0}), unbiased0);
   // [/bn_functional]

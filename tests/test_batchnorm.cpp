@@ -185,8 +185,8 @@ TEST_CASE("N = 2: hand-computed values") {
     const auto y = bn.forward(x).to_vector();
     const double a = 1.0 / std::sqrt(1.0 + 1e-5), c = 0.25 / std::sqrt(0.0625 + 1e-5);
     check_close(y, {-a, -c, a, c}, 1e-14);
-    check_close(bn.running_mean.to_vector(), {0.2, 1.025}, 1e-14);    // 0.1·mean
-    check_close(bn.running_var.to_vector(), {1.1, 0.9125}, 1e-14);   // 0.9·1 + 0.1·unbiased
+    check_close(bn.running_mean.to_vector(), {0.2, 1.025}, 1e-14);  // 0.1·mean
+    check_close(bn.running_var.to_vector(), {1.1, 0.9125}, 1e-14);  // 0.9·1 + 0.1·unbiased
   });
 }
 
@@ -318,7 +318,7 @@ TEST_CASE("freeze_statistics survives a parent's train(); eval never changes the
     bn->freeze_statistics();
     model->train();  // a parent's train() ...
     CHECK(bn->is_training());
-    CHECK(bn->statistics_frozen());  // ... does not unfreeze
+    CHECK(bn->statistics_frozen());                    // ... does not unfreeze
     CHECK(model->forward(x).to_vector() == eval_out);  // running statistics
     CHECK(bn->running_mean.to_vector() == rm);
     CHECK(bn->num_batches_tracked.item() == 1.0);
@@ -331,7 +331,8 @@ TEST_CASE("freeze_statistics survives a parent's train(); eval never changes the
 TEST_CASE("one value per channel in training is an error naming the shape and drop_last") {
   for_each_impl([&] {
     nn::BatchNorm1d bn1(4);
-    CHECK_THROWS_WITH_AS(bn1.forward(xg::ones({1, 4})), doctest::Contains("input of shape [1,4] (1 value per channel)"), xg::Error);
+    CHECK_THROWS_WITH_AS(bn1.forward(xg::ones({1, 4})), doctest::Contains("input of shape [1,4] (1 value per channel)"),
+                         xg::Error);
     CHECK_THROWS_WITH_AS(bn1.forward(xg::ones({1, 4, 1})), doctest::Contains("drop_last"), xg::Error);
     CHECK(bn1.num_batches_tracked.item() == 0.0);  // a failed forward counts nothing
     nn::BatchNorm2d bn2(3);
@@ -346,24 +347,31 @@ TEST_CASE("one value per channel in training is an error naming the shape and dr
 TEST_CASE("BatchNorm errors: rank, channels, impl, functional misuse") {
   nn::BatchNorm1d bn1(4);
   nn::BatchNorm2d bn2(4);
-  CHECK_THROWS_WITH_AS(bn1.forward(xg::ones({2, 4, 2, 2})), doctest::Contains("expected a 2-d [N, C] or 3-d [N, C, L] input, got shape [2,4,2,2]"),
+  CHECK_THROWS_WITH_AS(bn1.forward(xg::ones({2, 4, 2, 2})),
+                       doctest::Contains("expected a 2-d [N, C] or 3-d [N, C, L] input, got shape [2,4,2,2]"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(bn2.forward(xg::ones({2, 4})), doctest::Contains("expected a 4-d [N, C, H, W] input"), xg::Error);
-  CHECK_THROWS_WITH_AS(bn2.forward(xg::ones({2, 3, 2, 2})), doctest::Contains("input has 3 channels (axis 1 of shape [2,3,2,2]) but the layer was built for num_features = 4"),
+  CHECK_THROWS_WITH_AS(bn2.forward(xg::ones({2, 4})), doctest::Contains("expected a 4-d [N, C, H, W] input"),
                        xg::Error);
+  CHECK_THROWS_WITH_AS(
+      bn2.forward(xg::ones({2, 3, 2, 2})),
+      doctest::Contains(
+          "input has 3 channels (axis 1 of shape [2,3,2,2]) but the layer was built for num_features = 4"),
+      xg::Error);
   nn::BatchNorm1d fused(nn::BatchNormOptions(4).impl(nn::BatchNormImpl::Fused));
   CHECK(fused.impl() == nn::BatchNormImpl::Fused);
   CHECK_THROWS_WITH_AS(fused.forward(xg::ones({1, 4})), doctest::Contains("drop_last"), xg::Error);
   CHECK(bn1.impl() == nn::default_batchnorm_impl());
-  CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), Tensor(), Tensor()), doctest::Contains("evaluation (training = false) needs running_mean and running_var"),
+  CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), Tensor(), Tensor()),
+                       doctest::Contains("evaluation (training = false) needs running_mean and running_var"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), xg::zeros({3}), xg::ones({4})), doctest::Contains("running_mean must be [4]"),
-                       xg::Error);
+  CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), xg::zeros({3}), xg::ones({4})),
+                       doctest::Contains("running_mean must be [4]"), xg::Error);
   CHECK_THROWS_WITH_AS(F::batch_norm(xg::ones({2, 4}), Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 0.0),
                        doctest::Contains("eps must be a finite number > 0"), xg::Error);
   nn::BatchNorm1d d(4);
   d.to(xg::kFloat64);
-  CHECK_THROWS_WITH_AS(d.forward(xg::ones({2, 4})), doctest::Contains("is float64 but the input is float32"), xg::Error);
+  CHECK_THROWS_WITH_AS(d.forward(xg::ones({2, 4})), doctest::Contains("is float64 but the input is float32"),
+                       xg::Error);
 }
 
 TEST_CASE("BatchNorm state: names, affine = false, reset") {

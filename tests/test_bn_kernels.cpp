@@ -473,7 +473,7 @@ TEST_CASE("parallel_for uses the workers and rethrows their exceptions") {
   std::atomic<int> pieces{0};
   xg::parallel_for(0, 1000, 1, [&](std::size_t, std::size_t) { pieces.fetch_add(1); });
   CHECK(pieces.load() == 2);
-  // the second piece runs on the worker: its exception must reach the caller
+  // the second piece (normally run by the worker): its exception must reach the caller
   CHECK_THROWS_AS(xg::parallel_for(0, 1000, 1,
                                    [&](std::size_t lo, std::size_t) {
                                      if (lo > 0) throw std::runtime_error("worker piece failed");

@@ -30,8 +30,10 @@ namespace {
 
 #ifdef XGRAD_LAB_SANITIZED
 const char* const kMode = "--tiny";
+const double kBnTrains = 0.45;  // --tiny: 300 steps on 2,000 images, accuracy on 300 test images
 #else
 const char* const kMode = "--quick";
+const double kBnTrains = 0.6;
 #endif
 const char* const kData = "/usr/share/datasets/fashion-mnist";
 
@@ -198,8 +200,8 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
   };
   const double plain = final_acc("plain"), bn = final_acc("bn");
   INFO("final test accuracy at lr 3: plain " << plain << ", BN " << bn);
-  CHECK(bn > 0.6);       // BN trains ...
-  CHECK(plain < 0.3);    // ... the plain network does not (diverged or stuck near chance, 0.1)
+  CHECK(bn > kBnTrains);  // BN trains ...
+  CHECK(plain < 0.3);      // ... the plain network does not (diverged or stuck near chance, 0.1)
 
   // ---- summary.json and report.md ------------------------------------------------------------------------------
   const std::string js = read_text(out / "summary.json");

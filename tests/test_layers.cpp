@@ -24,7 +24,8 @@ Tensor rnd(const Shape& s, xg::Dtype dt, std::uint64_t seed, bool grad = false) 
 void check_close(const std::vector<double>& got, const std::vector<double>& want, double tol) {
   REQUIRE(got.size() == want.size());
   double worst = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i])));
+  for (std::size_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i])));
   CHECK(worst <= tol);
 }
 
@@ -84,8 +85,8 @@ void check_conv_case(const ConvCase& k, xg::Dtype dt) {
   Tensor b = k.bias ? rnd({k.O}, dt, 3, true) : Tensor();
   Tensor y = F::conv2d(x, w, b, {k.sh, k.sw}, {k.ph, k.pw});
   Tensor G = rnd(y.shape(), dt, 4);
-  const ConvRef r = conv_reference(k, x.to_vector(), w.to_vector(), k.bias ? b.to_vector() : std::vector<double>{},
-                                   G.to_vector());
+  const ConvRef r =
+      conv_reference(k, x.to_vector(), w.to_vector(), k.bias ? b.to_vector() : std::vector<double>{}, G.to_vector());
   const double tol = dt == xg::kFloat32 ? 2e-5 : 1e-12;
   CHECK(y.shape() == Shape{k.N, k.O, (k.H + 2 * k.ph - k.kh) / k.sh + 1, (k.W + 2 * k.pw - k.kw) / k.sw + 1});
   check_close(y.to_vector(), r.y, tol);
@@ -102,7 +103,8 @@ struct PoolCase {
 };
 
 // Forward and backward (for upstream G) of max or average pooling, by the definition.
-std::pair<std::vector<double>, std::vector<double>> pool_reference(const PoolCase& k, bool is_max, const std::vector<double>& x,
+std::pair<std::vector<double>, std::vector<double>> pool_reference(const PoolCase& k, bool is_max,
+                                                                   const std::vector<double>& x,
                                                                    const std::vector<double>& G) {
   const std::size_t Ho = (k.H + 2 * k.ph - k.kh) / k.sh + 1, Wo = (k.W + 2 * k.pw - k.kw) / k.sw + 1;
   std::vector<double> y(k.N * k.C * Ho * Wo), dx(x.size(), 0.0);
@@ -169,7 +171,8 @@ TEST_CASE("Linear computes x·Wᵀ + b with PyTorch's [out, in] layout") {
   CHECK_FALSE(nb.bias.defined());
   CHECK(nb.parameters().size() == 1);
   CHECK(nb.state_dict().keys() == std::vector<std::string>{"weight"});
-  CHECK_THROWS_WITH_AS(lin.forward(rnd({4, 5}, xg::kFloat32, 1)), doctest::Contains("must end in in_features = 3"), xg::Error);
+  CHECK_THROWS_WITH_AS(lin.forward(rnd({4, 5}, xg::kFloat32, 1)), doctest::Contains("must end in in_features = 3"),
+                       xg::Error);
 }
 
 TEST_CASE("gradcheck: Linear with and without bias, batched input") {
@@ -217,15 +220,15 @@ TEST_CASE("Linear and Conv2d default init is PyTorch's U(-1/sqrt(fan_in), 1/sqrt
 // ---- Conv2d -------------------------------------------------------------------------------------------------
 TEST_CASE("conv2d forward and backward match the direct loops (stride, padding, no bias, odd sizes)") {
   const std::vector<ConvCase> cases{
-      {2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, true},    // the CNN's 3x3 pad 1
-      {1, 2, 7, 9, 3, 3, 2, 2, 2, 0, 0, true},    // odd sizes, rectangular kernel, stride 2
-      {2, 1, 5, 5, 2, 3, 3, 1, 1, 0, 0, false},   // no bias
-      {1, 3, 8, 5, 2, 5, 3, 2, 1, 2, 1, true},    // big kernel, padding, mixed strides
-      {2, 4, 3, 3, 5, 1, 1, 1, 1, 0, 0, true},    // 1x1 (pointwise fast path)
-      {1, 2, 4, 4, 2, 1, 1, 2, 2, 0, 0, false},   // 1x1 stride 2 (not pointwise)
-      {1, 1, 2, 3, 1, 3, 3, 3, 3, 1, 1, true},    // kernel larger than the image, only padding makes it fit
-      {2, 3, 5, 6, 2, 5, 3, 1, 1, 2, 1, true},    // "same" size, rectangular kernel (the shifted-plane path)
-      {1, 2, 2, 2, 3, 7, 7, 1, 1, 3, 3, true},    // "same" size with padding wider than the image
+      {2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, true},   // the CNN's 3x3 pad 1
+      {1, 2, 7, 9, 3, 3, 2, 2, 2, 0, 0, true},   // odd sizes, rectangular kernel, stride 2
+      {2, 1, 5, 5, 2, 3, 3, 1, 1, 0, 0, false},  // no bias
+      {1, 3, 8, 5, 2, 5, 3, 2, 1, 2, 1, true},   // big kernel, padding, mixed strides
+      {2, 4, 3, 3, 5, 1, 1, 1, 1, 0, 0, true},   // 1x1 (pointwise fast path)
+      {1, 2, 4, 4, 2, 1, 1, 2, 2, 0, 0, false},  // 1x1 stride 2 (not pointwise)
+      {1, 1, 2, 3, 1, 3, 3, 3, 3, 1, 1, true},   // kernel larger than the image, only padding makes it fit
+      {2, 3, 5, 6, 2, 5, 3, 1, 1, 2, 1, true},   // "same" size, rectangular kernel (the shifted-plane path)
+      {1, 2, 2, 2, 3, 7, 7, 1, 1, 3, 3, true},   // "same" size with padding wider than the image
   };
   for (const auto& k : cases) {
     check_conv_case(k, xg::kFloat64);
@@ -247,23 +250,25 @@ TEST_CASE("gradcheck: Conv2d module w.r.t. input, weight and bias") {
 TEST_CASE("conv2d errors name the shapes") {
   Tensor x = xg::zeros({2, 3, 5, 5});
   CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 2, 3, 3})), doctest::Contains("input has 3 channels"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::conv2d(xg::zeros({3, 5, 5}), xg::zeros({4, 3, 3, 3})), doctest::Contains("input must be [N, C, H, W], got shape [3,5,5]"),
+  CHECK_THROWS_WITH_AS(F::conv2d(xg::zeros({3, 5, 5}), xg::zeros({4, 3, 3, 3})),
+                       doctest::Contains("input must be [N, C, H, W], got shape [3,5,5]"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 7, 7})),
+                       doctest::Contains("kernel 7x7 is larger than the padded input 5x5"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}), xg::zeros({3})), doctest::Contains("bias must be [4]"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 7, 7})), doctest::Contains("kernel 7x7 is larger than the padded input 5x5"),
+  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}, xg::kFloat64)),
+                       doctest::Contains("input is float32 but weight is float64"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}), Tensor(), 0), doctest::Contains("stride must be >= 1"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}), xg::zeros({3})), doctest::Contains("bias must be [4]"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}, xg::kFloat64)), doctest::Contains("input is float32 but weight is float64"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 3, 3, 3}), Tensor(), 0), doctest::Contains("stride must be >= 1"), xg::Error);
 }
 
 // ---- pooling -------------------------------------------------------------------------------------------------
 TEST_CASE("max_pool2d and avg_pool2d match the direct loops, forward and backward") {
   const std::vector<PoolCase> cases{
-      {2, 3, 6, 6, 2, 2, 2, 2, 0, 0},        // the CNN's 2x2
-      {1, 2, 7, 5, 3, 3, 2, 2, 1, 1},        // odd sizes with padding
-      {1, 1, 5, 6, 3, 2, 1, 2, 0, 1},        // overlapping windows, rectangular kernel
-      {2, 2, 5, 5, 3, 3, 2, 2, 1, 1, false}, // average without counting the padding
+      {2, 3, 6, 6, 2, 2, 2, 2, 0, 0},         // the CNN's 2x2
+      {1, 2, 7, 5, 3, 3, 2, 2, 1, 1},         // odd sizes with padding
+      {1, 1, 5, 6, 3, 2, 1, 2, 0, 1},         // overlapping windows, rectangular kernel
+      {2, 2, 5, 5, 3, 3, 2, 2, 1, 1, false},  // average without counting the padding
   };
   for (const auto& k : cases)
     for (bool is_max : {true, false})
@@ -288,14 +293,16 @@ TEST_CASE("gradcheck: pooling modules") {
   CHECK(xg::gradcheck([&](const std::vector<Tensor>& v) { return mp.forward(v[0]); }, in).ok);
   CHECK(xg::gradcheck([&](const std::vector<Tensor>& v) { return ap.forward(v[0]); }, in).ok);
   CHECK_THROWS_WITH_AS(mp.forward(xg::zeros({2, 5, 5})), doctest::Contains("input must be [N, C, H, W]"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::avg_pool2d(xg::zeros({1, 1, 2, 2}), 3), doctest::Contains("larger than the padded input"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::avg_pool2d(xg::zeros({1, 1, 2, 2}), 3), doctest::Contains("larger than the padded input"),
+                       xg::Error);
 }
 
 // ---- activations, Flatten, Identity -------------------------------------------------------------------------
 TEST_CASE("activation modules, Flatten and Identity") {
   Tensor x = xg::tensor({-2.0, -0.5, 0.0, 0.5, 3.0});
   const auto v = x.to_vector();
-  const auto r = nn::ReLU().forward(x).to_vector(), s = nn::Sigmoid().forward(x).to_vector(), t = nn::Tanh().forward(x).to_vector();
+  const auto r = nn::ReLU().forward(x).to_vector(), s = nn::Sigmoid().forward(x).to_vector(),
+             t = nn::Tanh().forward(x).to_vector();
   for (std::size_t i = 0; i < v.size(); ++i) {
     CHECK(r[i] == std::max(v[i], 0.0));
     CHECK(s[i] == doctest::Approx(1 / (1 + std::exp(-v[i]))).epsilon(1e-6));
@@ -312,6 +319,7 @@ TEST_CASE("activation modules, Flatten and Identity") {
   CHECK(nn::Flatten().forward(img).to_vector() == img.to_vector());
   nn::Identity id;
   CHECK(id.forward(img).impl() == img.impl());
+  CHECK(xg::gradcheck([&](const std::vector<Tensor>& a) { return id.forward(a[0]) * 3.0; }, in).ok);
   std::vector<Tensor> in4{rnd({2, 3, 2, 2}, xg::kFloat64, 10, true)};
   CHECK(xg::gradcheck([](const std::vector<Tensor>& a) { return nn::Flatten().forward(a[0]); }, in4).ok);
 }
@@ -350,10 +358,13 @@ TEST_CASE("Dropout: inverted scaling, seeded masks, identity in eval") {
 
   // gradcheck with a mask that is the same on every evaluation (a fresh generator each time)
   std::vector<Tensor> in{rnd({3, 5}, xg::kFloat64, 3, true)};
-  CHECK(xg::gradcheck([](const std::vector<Tensor>& v) {
-          xg::Generator g(77);
-          return F::dropout(v[0], 0.4, true, &g);
-        }, in).ok);
+  CHECK(xg::gradcheck(
+            [](const std::vector<Tensor>& v) {
+              xg::Generator g(77);
+              return F::dropout(v[0], 0.4, true, &g);
+            },
+            in)
+            .ok);
 }
 
 // ---- init -----------------------------------------------------------------------------------------------------
@@ -404,7 +415,8 @@ TEST_CASE("nn::init functions fill in place with the documented distributions") 
   CHECK(init::calculate_gain(init::Nonlinearity::Tanh) == doctest::Approx(5.0 / 3.0));
   CHECK(init::calculate_gain(init::Nonlinearity::LeakyReLU, std::sqrt(5.0)) == doctest::Approx(std::sqrt(1.0 / 3.0)));
   CHECK(init::calculate_fan_in_and_fan_out(xg::zeros({8, 3, 5, 5})) == std::pair<std::size_t, std::size_t>{75, 200});
-  CHECK_THROWS_WITH_AS(init::xavier_uniform_(xg::zeros({5})), doctest::Contains("at least 2 dimensions, got shape [5]"), xg::Error);
+  CHECK_THROWS_WITH_AS(init::xavier_uniform_(xg::zeros({5})), doctest::Contains("at least 2 dimensions, got shape [5]"),
+                       xg::Error);
   CHECK_THROWS_WITH_AS(init::normal_(t, 0, -1), doctest::Contains("std must be >= 0"), xg::Error);
   // the same seed gives the same values
   xg::Generator h1(4), h2(4);

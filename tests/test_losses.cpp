@@ -37,8 +37,7 @@ TEST_CASE("cross_entropy matches log-sum-exp per row, for every reduction, and i
     Tensor z = rnd({N, C}, dt, 1, 3.0);
     std::vector<double> per(N);
     std::vector<double> rows = z.to_vector();
-    for (std::size_t n = 0; n < N; ++n)
-      per[n] = ce_ref({rows.begin() + n * C, rows.begin() + (n + 1) * C}, target[n]);
+    for (std::size_t n = 0; n < N; ++n) per[n] = ce_ref({rows.begin() + n * C, rows.begin() + (n + 1) * C}, target[n]);
     double total = 0;
     for (double v : per) total += v;
     const double tol = dt == xg::kFloat32 ? 1e-5 : 1e-12;
@@ -67,7 +66,7 @@ TEST_CASE("cross_entropy is stable for huge logits and accepts a Tensor of class
   Tensor z = xg::tensor({{1e4, -1e4, 0.0}, {500.0, 500.0, -3000.0}}, xg::kFloat32, true);
   Tensor loss = F::cross_entropy(z, xg::tensor({1, 0}), R::None);
   const auto v = loss.to_vector();
-  CHECK(v[0] == doctest::Approx(2e4));      // log(e^1e4 + ...) - (-1e4)
+  CHECK(v[0] == doctest::Approx(2e4));  // log(e^1e4 + ...) - (-1e4)
   CHECK(v[1] == doctest::Approx(std::log(2.0)));
   loss.sum().backward();
   for (double g : z.grad().to_vector()) CHECK(std::isfinite(g));
@@ -103,12 +102,26 @@ TEST_CASE("gradcheck: losses and their modules") {
   std::vector<Tensor> in{rnd({4, 5}, xg::kFloat64, 4)};
   const std::vector<std::size_t> t{1, 0, 4, 4};
   for (auto r : {R::Mean, R::Sum, R::None}) {
-    CHECK(xg::gradcheck([&](const std::vector<Tensor>& v) { return nn::CrossEntropyLoss(nn::LossOptions().reduction(r)).forward(v[0], t); }, in).ok);
-    CHECK(xg::gradcheck([&](const std::vector<Tensor>& v) { return nn::NLLLoss(nn::LossOptions().reduction(r)).forward(v[0], t); }, in).ok);
+    CHECK(xg::gradcheck(
+              [&](const std::vector<Tensor>& v) {
+                return nn::CrossEntropyLoss(nn::LossOptions().reduction(r)).forward(v[0], t);
+              },
+              in)
+              .ok);
+    CHECK(
+        xg::gradcheck(
+            [&](const std::vector<Tensor>& v) { return nn::NLLLoss(nn::LossOptions().reduction(r)).forward(v[0], t); },
+            in)
+            .ok);
   }
   std::vector<Tensor> two{rnd({3, 4}, xg::kFloat64, 5), rnd({3, 4}, xg::kFloat64, 6)};
   for (auto r : {R::Mean, R::Sum, R::None})
-    CHECK(xg::gradcheck([&](const std::vector<Tensor>& v) { return nn::MSELoss(nn::LossOptions().reduction(r)).forward(v[0], v[1]); }, two).ok);
+    CHECK(xg::gradcheck(
+              [&](const std::vector<Tensor>& v) {
+                return nn::MSELoss(nn::LossOptions().reduction(r)).forward(v[0], v[1]);
+              },
+              two)
+              .ok);
 }
 
 TEST_CASE("nll_loss picks -log_probs[i, target_i]") {
@@ -136,21 +149,28 @@ TEST_CASE("mse_loss is the mean/sum of squared differences") {
 
 TEST_CASE("loss errors name the target, its position and the valid range") {
   Tensor z = xg::zeros({3, 4});
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, std::vector<std::size_t>{0, 4, 1}),
-                       doctest::Contains("target 4 at position 1 is out of range for 4 classes (valid class indices are 0..3)"),
+  CHECK_THROWS_WITH_AS(
+      F::cross_entropy(z, std::vector<std::size_t>{0, 4, 1}),
+      doctest::Contains("target 4 at position 1 is out of range for 4 classes (valid class indices are 0..3)"),
+      xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, 1, 7})),
+                       doctest::Contains("target 7 at position 2 is not a class index in 0..3"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, 1.5, 2})),
+                       doctest::Contains("target 1.5 at position 1 is not a class index"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, -1, 2})), doctest::Contains("target -1 at position 1"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, 1, 7})), doctest::Contains("target 7 at position 2 is not a class index in 0..3"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, 1.5, 2})), doctest::Contains("target 1.5 at position 1 is not a class index"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, -1, 2})), doctest::Contains("target -1 at position 1"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, xg::tensor({0, 1})), doctest::Contains("target of shape [2] does not match the input: expected class indices of shape [3]"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(z, std::vector<std::size_t>{0, 1}), doctest::Contains("2 targets given for an input of shape [3,4] (expected 3)"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(F::nll_loss(z, std::vector<std::size_t>{9, 0, 0}), doctest::Contains("nll_loss: target 9 at position 0"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(xg::scalar(1.0), std::vector<std::size_t>{0}), doctest::Contains("got a 0-d tensor"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::cross_entropy(xg::zeros({0, 4}), std::vector<std::size_t>{}), doctest::Contains("mean over an empty batch"), xg::Error);
-  CHECK_THROWS_WITH_AS(F::mse_loss(xg::zeros({3, 1}), xg::zeros({3})), doctest::Contains("input [3,1] and target [3] must have the same shape"),
-                       xg::Error);
+  CHECK_THROWS_WITH_AS(
+      F::cross_entropy(z, xg::tensor({0, 1})),
+      doctest::Contains("target of shape [2] does not match the input: expected class indices of shape [3]"),
+      xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(z, std::vector<std::size_t>{0, 1}),
+                       doctest::Contains("2 targets given for an input of shape [3,4] (expected 3)"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::nll_loss(z, std::vector<std::size_t>{9, 0, 0}),
+                       doctest::Contains("nll_loss: target 9 at position 0"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(xg::scalar(1.0), std::vector<std::size_t>{0}),
+                       doctest::Contains("got a 0-d tensor"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::cross_entropy(xg::zeros({0, 4}), std::vector<std::size_t>{}),
+                       doctest::Contains("mean over an empty batch"), xg::Error);
+  CHECK_THROWS_WITH_AS(F::mse_loss(xg::zeros({3, 1}), xg::zeros({3})),
+                       doctest::Contains("input [3,1] and target [3] must have the same shape"), xg::Error);
 }

@@ -73,18 +73,20 @@ TEST_CASE("parameters, buffers and children have stable dotted names in registra
   CHECK(model->modules().size() == 8);
   CHECK(model->modules(/*include_self=*/false).size() == 7);
   CHECK(model->find_tensor("head.fc1.bias").impl() == net->fc1->bias.impl());
-  CHECK_THROWS_WITH_AS(model->find_tensor("head.fc3.bias"), doctest::Contains("no parameter or buffer named 'head.fc3.bias'"),
-                       xg::Error);
+  CHECK_THROWS_WITH_AS(model->find_tensor("head.fc3.bias"),
+                       doctest::Contains("no parameter or buffer named 'head.fc3.bias'"), xg::Error);
 }
 
 TEST_CASE("registration errors name the module and the problem") {
   nn::Module m;
   m.register_parameter("w", xg::ones({2}));
-  CHECK_THROWS_WITH_AS(m.register_parameter("w", xg::ones({2})), doctest::Contains("'w' is already registered"), xg::Error);
+  CHECK_THROWS_WITH_AS(m.register_parameter("w", xg::ones({2})), doctest::Contains("'w' is already registered"),
+                       xg::Error);
   CHECK_THROWS_WITH_AS(m.register_buffer("w", xg::ones({2})), doctest::Contains("already registered"), xg::Error);
   CHECK_THROWS_WITH_AS(m.register_parameter("", xg::ones({2})), doctest::Contains("empty name"), xg::Error);
   CHECK_THROWS_WITH_AS(m.register_buffer("a.b", xg::ones({2})), doctest::Contains("must not contain '.'"), xg::Error);
-  CHECK_THROWS_WITH_AS(m.register_module("c", std::shared_ptr<nn::Linear>()), doctest::Contains("null module"), xg::Error);
+  CHECK_THROWS_WITH_AS(m.register_module("c", std::shared_ptr<nn::Linear>()), doctest::Contains("null module"),
+                       xg::Error);
   // A stack module cannot give itself out as a shared_ptr.
   CHECK_THROWS_WITH_AS(m.modules(), doctest::Contains("std::shared_ptr"), xg::Error);
   CHECK(m.modules(false).empty());
@@ -139,7 +141,8 @@ TEST_CASE("forward hooks see input and output, may replace the output, and can b
     seen_in = in.to_vector();
     seen_out = out.to_vector();
   });
-  auto h0 = (*model)[0]->register_forward_hook([&](nn::Module& m, const Tensor&, const Tensor&) { order.push_back(m.name()); });
+  auto h0 = (*model)[0]->register_forward_hook(
+      [&](nn::Module& m, const Tensor&, const Tensor&) { order.push_back(m.name()); });
   const Tensor y = model->forward(x);
   CHECK(order == std::vector<std::string>{"Linear", "Sigmoid"});
   CHECK(same_values(y, plain));  // reading changes nothing
@@ -153,7 +156,8 @@ TEST_CASE("forward hooks see input and output, may replace the output, and can b
   const Tensor z = model->forward(x);
   auto last = model->at<nn::Linear>(2);
   for (std::size_t i = 0; i < 5; ++i)
-    for (std::size_t j = 0; j < 2; ++j) CHECK(z.at({(std::ptrdiff_t)i, (std::ptrdiff_t)j}) == doctest::Approx(last->bias.at({(std::ptrdiff_t)j})));
+    for (std::size_t j = 0; j < 2; ++j)
+      CHECK(z.at({(std::ptrdiff_t)i, (std::ptrdiff_t)j}) == doctest::Approx(last->bias.at({(std::ptrdiff_t)j})));
   CHECK((*model)[1]->num_forward_hooks() == 2);
   h2.remove();
   h2.remove();  // twice is fine
@@ -215,8 +219,8 @@ TEST_CASE("state_dict holds parameters then buffers per module; load_state_dict 
   auto r = b->load_state_dict(a->state_dict());
   CHECK(r.missing_keys.empty());
   CHECK(r.unexpected_keys.empty());
-  CHECK(bw.impl() == b->fc1->weight.impl());  // same handle ...
-  CHECK(same_values(bw, a->fc1->weight));     // ... new values
+  CHECK(bw.impl() == b->fc1->weight.impl());                    // same handle ...
+  CHECK(same_values(bw, a->fc1->weight));                       // ... new values
   CHECK(bw.impl()->storage != a->fc1->weight.impl()->storage);  // copied, not shared
 
   // a float64 dict loads into a float32 model (converted)
@@ -269,7 +273,8 @@ TEST_CASE("Sequential: construction, indexing, typed access, forward") {
   CHECK(same_values(seq->forward(x), expect));
   // a module whose forward takes two arguments cannot sit in a Sequential
   seq->push_back(nn::MSELoss());
-  CHECK_THROWS_WITH_AS(seq->forward(x), doctest::Contains("MSELoss: this module has no forward(const Tensor&)"), xg::Error);
+  CHECK_THROWS_WITH_AS(seq->forward(x), doctest::Contains("MSELoss: this module has no forward(const Tensor&)"),
+                       xg::Error);
 }
 
 TEST_CASE("printing a module tree") {
@@ -292,18 +297,19 @@ TEST_CASE("printing a module tree") {
 
 TEST_CASE("options are validated at construction") {
   CHECK_THROWS_WITH_AS(nn::Linear(0, 3), doctest::Contains("in_features and out_features must be > 0"), xg::Error);
-  CHECK_THROWS_WITH_AS(nn::Conv2d(nn::Conv2dOptions(1, 2, 3).stride(0)), doctest::Contains("stride must be >= 1"), xg::Error);
+  CHECK_THROWS_WITH_AS(nn::Conv2d(nn::Conv2dOptions(1, 2, 3).stride(0)), doctest::Contains("stride must be >= 1"),
+                       xg::Error);
   CHECK_THROWS_WITH_AS(nn::Conv2d(1, 0, 3), doctest::Contains("must be > 0"), xg::Error);
   CHECK_THROWS_WITH_AS(nn::Conv2d(1, 2, {0, 3}), doctest::Contains("kernel_size must be >= 1"), xg::Error);
   CHECK_THROWS_WITH_AS(nn::MaxPool2d(nn::MaxPool2dOptions(2).padding(2)), doctest::Contains("at most half the kernel"),
                        xg::Error);
-  CHECK_THROWS_WITH_AS(nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(xg::nn::Size2(0))), doctest::Contains("stride must be >= 1"),
-                       xg::Error);
+  CHECK_THROWS_WITH_AS(nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(xg::nn::Size2(0))),
+                       doctest::Contains("stride must be >= 1"), xg::Error);
   CHECK_THROWS_WITH_AS(nn::Dropout(1.5), doctest::Contains("p must be in [0, 1], got 1.5"), xg::Error);
-  CHECK_THROWS_WITH_AS(nn::BatchNorm1d(nn::BatchNormOptions(4).eps(0)), doctest::Contains("eps must be a finite number > 0"),
-                       xg::Error);
-  CHECK_THROWS_WITH_AS(nn::BatchNorm2d(nn::BatchNormOptions(4).momentum(1.5)), doctest::Contains("momentum must be in [0, 1]"),
-                       xg::Error);
+  CHECK_THROWS_WITH_AS(nn::BatchNorm1d(nn::BatchNormOptions(4).eps(0)),
+                       doctest::Contains("eps must be a finite number > 0"), xg::Error);
+  CHECK_THROWS_WITH_AS(nn::BatchNorm2d(nn::BatchNormOptions(4).momentum(1.5)),
+                       doctest::Contains("momentum must be in [0, 1]"), xg::Error);
   CHECK_THROWS_WITH_AS(nn::BatchNorm2d(0), doctest::Contains("num_features must be > 0"), xg::Error);
   // the builder keeps defaults for what is not set
   const auto o = nn::Conv2dOptions(3, 16, {3, 5}).padding({1, 2});

@@ -23,7 +23,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     static int counter = 0;
-    path = fs::temp_directory_path() / ("xgrad_test_serialize_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    path = fs::temp_directory_path() /
+           ("xgrad_test_serialize_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::create_directories(path);
   }
   ~TempDir() { fs::remove_all(path); }
@@ -225,7 +226,8 @@ TEST_CASE("load_npy reads what numpy writes: Fortran order, integers, big-endian
     for (std::ptrdiff_t j = 0; j < 3; ++j)
       for (std::ptrdiff_t k = 0; k < 2; ++k) CHECK(t3.at({i, j, k}) == double(100 * i + 10 * j + k));
   // int64 (e.g. PyTorch's num_batches_tracked) loads as float64
-  write_bytes(dir / "i.npy", make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", raw(std::vector<std::int64_t>{-3, 1000})));
+  write_bytes(dir / "i.npy", make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
+                                      raw(std::vector<std::int64_t>{-3, 1000})));
   Tensor i = xg::load_npy(dir / "i.npy");
   CHECK(i.dtype() == xg::kFloat64);
   CHECK(i.to_vector() == std::vector<double>{-3, 1000});
@@ -242,25 +244,32 @@ TEST_CASE("load_npy reads what numpy writes: Fortran order, integers, big-endian
 
 TEST_CASE("bad .npy files give errors naming the file and the problem") {
   TempDir dir;
-  const std::string good = make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", raw(std::vector<float>{1, 2, 3, 4}));
+  const std::string good =
+      make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", raw(std::vector<float>{1, 2, 3, 4}));
   auto expect_error = [&](const std::string& bytes, const std::string& what) {
     write_bytes(dir / "bad.npy", bytes);
     CAPTURE(what);
     CHECK_THROWS_WITH_AS(xg::load_npy(dir / "bad.npy"), doctest::Contains(what.c_str()), xg::Error);
     CHECK_THROWS_WITH_AS(xg::load_npy(dir / "bad.npy"), doctest::Contains("bad.npy"), xg::Error);
   };
-  expect_error(good.substr(0, good.size() - 3), "is truncated: shape [2,2] of '<f4' needs 16 bytes of data but only 13 follow");
+  expect_error(good.substr(0, good.size() - 3),
+               "is truncated: shape [2,2] of '<f4' needs 16 bytes of data but only 13 follow");
   expect_error(good.substr(0, 40), "is truncated: its header needs 128 bytes");
   expect_error(good.substr(0, 8), "is truncated (8 bytes");
   expect_error("", "not a .npy array (wrong magic bytes");
   expect_error("PK\x03\x04 this is a zip", "not a .npy array (wrong magic bytes");
   expect_error(good + "xx", "2 unexpected bytes after the data");
-  expect_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2) ", ""), "bad .npy header: expected ',' or '}'");
-  expect_error(make_npy("{'descr': '<f4', 'shape': (4,), }", raw(std::vector<float>{1, 2, 3, 4})), "must have the keys");
-  expect_error(make_npy("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (4,), }", ""), "fortran_order must be True or False");
+  expect_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2) ", ""),
+               "bad .npy header: expected ',' or '}'");
+  expect_error(make_npy("{'descr': '<f4', 'shape': (4,), }", raw(std::vector<float>{1, 2, 3, 4})),
+               "must have the keys");
+  expect_error(make_npy("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (4,), }", ""),
+               "fortran_order must be True or False");
   expect_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", ""), "expected a dimension");
-  expect_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'extra': 1}", ""), "unknown key 'extra'");
-  expect_error(make_npy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", std::string(8, '\0')), "holds dtype '<c8'");
+  expect_error(make_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'extra': 1}", ""),
+               "unknown key 'extra'");
+  expect_error(make_npy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", std::string(8, '\0')),
+               "holds dtype '<c8'");
   expect_error(make_npy("{'descr': '|S4', 'fortran_order': False, 'shape': (1,), }", "abcd"), "holds dtype '|S4'");
   expect_error(make_npy("{'descr': '<f2', 'fortran_order': False, 'shape': (1,), }", "ab"), "holds dtype '<f2'");
   std::string v9 = good;
@@ -307,13 +316,15 @@ TEST_CASE(".npz: a stored zip of <name>.npy entries with correct CRCs, round tri
 
 TEST_CASE("load_npz reads deflated entries (np.savez_compressed) and rejects foreign entries") {
   TempDir dir;
-  const std::string w = make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", raw(std::vector<double>{1, 2, 3}));
+  const std::string w =
+      make_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", raw(std::vector<double>{1, 2, 3}));
   write_bytes(dir / "c.npz", make_zip({{"w.npy", w, true}, {"b.npy", w, false}}));
   const auto sd = xg::load_npz(dir / "c.npz");
   CHECK(sd.at("w").to_vector() == std::vector<double>{1, 2, 3});
   CHECK(sd.at("b").to_vector() == std::vector<double>{1, 2, 3});
   write_bytes(dir / "f.npz", make_zip({{"readme.txt", "hello"}}));
-  CHECK_THROWS_WITH_AS(xg::load_npz(dir / "f.npz"), doctest::Contains("entry 'readme.txt', which is not a .npy array"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::load_npz(dir / "f.npz"), doctest::Contains("entry 'readme.txt', which is not a .npy array"),
+                       xg::Error);
   write_bytes(dir / "d.npz", make_zip({{"a.npy", w}, {"a.npy", w}}));
   CHECK_THROWS_WITH_AS(xg::load_npz(dir / "d.npz"), doctest::Contains("holds the entry 'a.npy' twice"), xg::Error);
   write_bytes(dir / "e.npz", make_zip({{"a.npy", "garbage"}}));
@@ -370,10 +381,12 @@ TEST_CASE("writes are atomic: no temporary file left, failures leave the old fil
   xg::StateDict broken;
   broken.insert("w", xg::zeros({2, 2}));
   broken.insert("oops", Tensor());
-  CHECK_THROWS_WITH_AS(xg::save_npz(dir / "ck.npz", broken), doctest::Contains("'oops' is an undefined tensor"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::save_npz(dir / "ck.npz", broken), doctest::Contains("'oops' is an undefined tensor"),
+                       xg::Error);
   CHECK(xg::load_npz(dir / "ck.npz").at("w").to_vector() == std::vector<double>{3, 3, 3, 3});
   // an unwritable destination names the path
-  CHECK_THROWS_WITH_AS(xg::save_npz(dir / "no/such/dir/ck.npz", sd), doctest::Contains("no/such/dir/ck.npz.tmp-"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::save_npz(dir / "no/such/dir/ck.npz", sd), doctest::Contains("no/such/dir/ck.npz.tmp-"),
+                       xg::Error);
   CHECK_THROWS_WITH_AS(xg::save_npy(dir / "no/such.npy", xg::ones({1})), doctest::Contains("cannot create"), xg::Error);
   files.clear();
   for (const auto& e : fs::directory_iterator(dir.path)) files.push_back(e.path().filename().string());
@@ -406,7 +419,8 @@ TEST_CASE("nn::save / nn::load: a model with BatchNorm round-trips through one f
   auto other = std::make_shared<nn::Sequential>(nn::Linear(8, 3));
   CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"), doctest::Contains("nn::load('"), xg::Error);
   CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"), doctest::Contains("missing keys: 0.bias"), xg::Error);
-  CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"), doctest::Contains("unexpected keys: 1.weight, 1.bias"), xg::Error);
-  CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"), doctest::Contains("0.weight (checkpoint [2,1,3,3] vs model [3,8])"),
+  CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"), doctest::Contains("unexpected keys: 1.weight, 1.bias"),
                        xg::Error);
+  CHECK_THROWS_WITH_AS(nn::load(*other, dir / "model.npz"),
+                       doctest::Contains("0.weight (checkpoint [2,1,3,3] vs model [3,8])"), xg::Error);
 }

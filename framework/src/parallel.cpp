@@ -1,11 +1,13 @@
 // xgrad — persistent thread pool behind xg::parallel_for (see xgrad/parallel.h for the contract).
 //
 // Design: one global pool with get_num_threads()-1 workers. A call publishes a job (fn, range, number of
-// pieces), bumps an epoch counter and runs piece 0 itself; worker i runs piece i. Every worker acknowledges
-// every epoch (decrements `pending_`), so the caller may overwrite the job fields as soon as pending_ hits 0.
+// pieces) under a new epoch and runs piece 0 itself; the other pieces are CLAIMED (one CAS each) by whoever
+// comes first — the workers, or the caller once its own piece is done. The cut of the range is static; only
+// who runs a piece is not, so a worker that is descheduled on a busy machine delays nothing (the caller
+// simply takes its piece). The caller waits for the number of finished pieces, never for idle workers.
 // Waiting is a short spin (the kernels issue calls back to back) followed by a condition-variable wait, so
-// idle workers cost nothing on a shared machine. Every worker starts from epoch 0 (the value at
-// construction), never from a value it loads itself: a worker that starts late must still see job 1.
+// idle workers cost nothing on a shared machine. Workers start from epoch 0 (the value at construction),
+// never from a value they load themselves: a worker that starts late still sees job 1.
 #include "xgrad/parallel.h"
 
 #include <algorithm>
@@ -59,14 +61,14 @@ class Pool {
  public:
   explicit Pool(int nthreads) : errors_(static_cast<std::size_t>(nthreads)) {
     workers_.reserve(static_cast<std::size_t>(nthreads - 1));
-    for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this, i] { worker_loop(i, 0); });
+    for (int i = 1; i < nthreads; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
 
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_.store(true, std::memory_order_relaxed);
-      epoch_.fetch_add(1, std::memory_order_release);
+      state_.store(pack(++epoch_, 0, 0), std::memory_order_release);  // an empty epoch wakes everyone
     }
     cv_work_.notify_all();
     for (auto& t : workers_) t.join();
@@ -82,68 +84,96 @@ class Pool {
     fn_ = &fn;
     begin_ = begin;
     len_ = len;
-    pieces_ = pieces;
-    for (auto& e : errors_) e = nullptr;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    for (std::size_t i = 0; i < pieces; ++i) errors_[i] = nullptr;
+    done_.store(0, std::memory_order_relaxed);
+    const std::uint32_t epoch = ++epoch_;
     {
       std::lock_guard<std::mutex> lk(mu_);  // a worker between its check and its wait holds mu_: no lost wake-up
-      epoch_.fetch_add(1, std::memory_order_release);
+      state_.store(pack(epoch, pieces, 1), std::memory_order_release);  // piece 0 is the caller's
     }
     cv_work_.notify_all();
 
-    run_piece(0);
+    run_piece(0, pieces);
+    std::size_t p = 0;
+    while (claim(epoch, p)) run_piece(p, pieces);  // whatever no worker has started yet
 
-    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; }, 200)) {
+    if (!spin_until([&] { return done_.load(std::memory_order_acquire) == pieces; }, 200)) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_done_.wait(lk, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+      cv_done_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == pieces; });
     }
     fn_ = nullptr;
-    for (auto& e : errors_)
-      if (e) std::rethrow_exception(e);
+    for (std::size_t i = 0; i < pieces; ++i)
+      if (errors_[i]) std::rethrow_exception(errors_[i]);
     return true;
   }
 
  private:
-  void run_piece(std::size_t i) {
-    if (i >= pieces_) return;
-    const std::size_t lo = begin_ + i * len_ / pieces_;
-    const std::size_t hi = begin_ + (i + 1) * len_ / pieces_;
-    if (lo == hi) return;
-    RegionFlag flag;
-    try {
-      (*fn_)(lo, hi);
-    } catch (...) {
-      errors_[i] = std::current_exception();
+  // state_ = epoch (32 bits) | pieces (16) | next unclaimed piece (16), so a claim is one CAS that also
+  // checks the epoch: a worker that wakes late can never take a piece of a newer job by mistake.
+  static std::uint64_t pack(std::uint32_t epoch, std::size_t pieces, std::size_t next) {
+    return (std::uint64_t(epoch) << 32) | (std::uint64_t(pieces) << 16) | std::uint64_t(next);
+  }
+
+  bool claim(std::uint32_t epoch, std::size_t& piece) {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (std::uint32_t(s >> 32) != epoch) return false;
+      const std::size_t pieces = (s >> 16) & 0xffff, next = s & 0xffff;
+      if (next >= pieces) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        piece = next;
+        return true;
+      }
     }
   }
 
-  void worker_loop(int index, std::uint32_t seen) {
+  // Run piece i of a job cut into `pieces` (claimed by this thread, so fn_/begin_/len_ are that job's).
+  void run_piece(std::size_t i, std::size_t pieces) {
+    const std::size_t lo = begin_ + i * len_ / pieces;
+    const std::size_t hi = begin_ + (i + 1) * len_ / pieces;
+    if (lo < hi) {
+      RegionFlag flag;
+      try {
+        (*fn_)(lo, hi);
+      } catch (...) {
+        errors_[i] = std::current_exception();
+      }
+    }
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == pieces) {
+      std::lock_guard<std::mutex> lk(mu_);  // the caller checks done_ under mu_ before it sleeps
+      cv_done_.notify_one();
+    }
+  }
+
+  void worker_loop() {
+    std::uint32_t seen = 0;
+    auto epoch_now = [&] { return std::uint32_t(state_.load(std::memory_order_acquire) >> 32); };
     for (;;) {
-      if (!spin_until([&] { return epoch_.load(std::memory_order_acquire) != seen; }, 100)) {
+      if (!spin_until([&] { return epoch_now() != seen; }, 100)) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_work_.wait(lk, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
+        cv_work_.wait(lk, [&] { return epoch_now() != seen; });
       }
-      seen = epoch_.load(std::memory_order_acquire);
       if (stop_.load(std::memory_order_relaxed)) return;
-      run_piece(static_cast<std::size_t>(index));
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(mu_);  // the caller checks pending_ under mu_ before it sleeps
-        cv_done_.notify_one();
-      }
+      const std::uint64_t s = state_.load(std::memory_order_acquire);
+      seen = std::uint32_t(s >> 32);
+      std::size_t p = 0;
+      while (claim(seen, p)) run_piece(p, (s >> 16) & 0xffff);
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex owner_;
+  // The current job: written by the owner before it publishes an epoch, read by whoever claims a piece.
   const std::function<void(std::size_t, std::size_t)>* fn_ = nullptr;
-  std::size_t begin_ = 0, len_ = 0, pieces_ = 0;
+  std::size_t begin_ = 0, len_ = 0;
   std::vector<std::exception_ptr> errors_;
-  std::atomic<std::uint32_t> epoch_{0};
-  std::atomic<int> pending_{0};
+  std::uint32_t epoch_ = 0;  // owner only
+  std::atomic<std::uint64_t> state_{0};
+  std::atomic<std::size_t> done_{0};
   std::atomic<bool> stop_{false};
   std::mutex mu_;                    // only for the blocking (non-spinning) waits
   std::condition_variable cv_work_;  // workers: a new epoch was published
-  std::condition_variable cv_done_;  // caller: pending_ reached 0
+  std::condition_variable cv_done_;  // caller: done_ reached the number of pieces
 };
 
 int default_num_threads() {
@@ -201,7 +231,7 @@ void parallel_for(std::size_t begin, std::size_t end, std::size_t grain,
     auto& g = global();
     std::lock_guard<std::mutex> lock(g.mu);
     if (g.num_threads > 1) {
-      pieces = std::min<std::size_t>(static_cast<std::size_t>(g.num_threads), len / grain);
+      pieces = std::min<std::size_t>({static_cast<std::size_t>(g.num_threads), len / grain, 0xffff});
       if (pieces > 1) {
         if (!g.pool) g.pool = std::make_shared<Pool>(g.num_threads);
         pool = g.pool;

@@ -277,9 +277,11 @@ ElementType element_type(const std::string& descr, const std::string& where) {
 
 // One element of the raw data as double.
 double element_at(const unsigned char* p, const ElementType& e) {
-  unsigned char b[8];
-  std::memcpy(b, p, e.size);
-  if (e.big_endian) std::reverse(b, b + e.size);
+  unsigned char b[8] = {};
+  const std::size_t n = std::min<std::size_t>(e.size, sizeof b);  // element_type allows at most 8 bytes
+  std::memcpy(b, p, n);
+  if (e.big_endian)
+    for (std::size_t i = 0; i < n / 2; ++i) std::swap(b[i], b[n - 1 - i]);
   auto as = [&](auto v) {
     std::memcpy(&v, b, sizeof v);
     return static_cast<double>(v);
@@ -288,9 +290,15 @@ double element_at(const unsigned char* p, const ElementType& e) {
     case 'f': return e.size == 4 ? as(float{}) : as(double{});
     case 'b': return b[0] != 0 ? 1.0 : 0.0;
     case 'i':
-      return e.size == 1 ? as(std::int8_t{}) : e.size == 2 ? as(std::int16_t{}) : e.size == 4 ? as(std::int32_t{}) : as(std::int64_t{});
+      return e.size == 1   ? as(std::int8_t{})
+             : e.size == 2 ? as(std::int16_t{})
+             : e.size == 4 ? as(std::int32_t{})
+                           : as(std::int64_t{});
     default:
-      return e.size == 1 ? as(std::uint8_t{}) : e.size == 2 ? as(std::uint16_t{}) : e.size == 4 ? as(std::uint32_t{}) : as(std::uint64_t{});
+      return e.size == 1   ? as(std::uint8_t{})
+             : e.size == 2 ? as(std::uint16_t{})
+             : e.size == 4 ? as(std::uint32_t{})
+                           : as(std::uint64_t{});
   }
 }
 
@@ -459,7 +467,8 @@ std::vector<ZipEntry> zip_directory(const Bytes& b) {
   if (count == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {  // zip64
     if (eocd < 20 || get_u32(b.data + eocd - 20) != kZip64LocatorSig) bad("has a damaged zip64 directory locator");
     const std::uint64_t z64 = get_u64(b.data + eocd - 20 + 8);
-    if (z64 > b.size || b.size - z64 < 56 || get_u32(b.data + z64) != kZip64EndSig) bad("has a damaged zip64 directory");
+    if (z64 > b.size || b.size - z64 < 56 || get_u32(b.data + z64) != kZip64EndSig)
+      bad("has a damaged zip64 directory");
     count = get_u64(b.data + z64 + 32);
     cd_size = get_u64(b.data + z64 + 40);
     cd_offset = get_u64(b.data + z64 + 48);
@@ -540,8 +549,8 @@ std::string zip_entry_data(const Bytes& b, const ZipEntry& e) {
   } else {
     bad(fmt::format("uses compression method {}, which xgrad cannot read (stored or deflate)", e.method));
   }
-  const auto crc =
-      static_cast<std::uint32_t>(::crc32(0L, reinterpret_cast<const Bytef*>(out.data()), static_cast<uInt>(out.size())));
+  const auto crc = static_cast<std::uint32_t>(
+      ::crc32(0L, reinterpret_cast<const Bytef*>(out.data()), static_cast<uInt>(out.size())));
   if (crc != e.crc) bad(fmt::format("is corrupt: CRC-32 {:08x} but the directory says {:08x}", crc, e.crc));
   return out;
 }
@@ -549,11 +558,14 @@ std::string zip_entry_data(const Bytes& b, const ZipEntry& e) {
 }  // namespace
 
 // ---- public API -------------------------------------------------------------------------------------------------
-void save_npy(const std::string& path, const Tensor& t) { write_atomically(path, npy_bytes(t, path, "save_npy"), "save_npy"); }
+void save_npy(const std::string& path, const Tensor& t) {
+  write_atomically(path, npy_bytes(t, path, "save_npy"), "save_npy");
+}
 
 Tensor load_npy(const std::string& path) {
   const std::string bytes = read_file(path, "load_npy");
-  return parse_npy({reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), fmt::format("file '{}'", path)});
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  return parse_npy({data, bytes.size(), fmt::format("file '{}'", path)});
 }
 
 void save_npz(const std::string& path, const StateDict& tensors) {

@@ -46,12 +46,14 @@ ConvGeometry conv_geometry(const Tensor& x, const Tensor& w, const Tensor& b, Si
   const Shape xs = x.shape(), ws = w.shape();
   if (xs.size() != 4) fail("conv2d: input must be [N, C, H, W], got shape {}", shape_str(xs));
   if (ws.size() != 4) fail("conv2d: weight must be [C_out, C_in, kH, kW], got shape {}", shape_str(ws));
-  if (x.dtype() != w.dtype()) fail("conv2d: input is {} but weight is {}; convert one with .to()", x.dtype(), w.dtype());
+  if (x.dtype() != w.dtype())
+    fail("conv2d: input is {} but weight is {}; convert one with .to()", x.dtype(), w.dtype());
   if (xs[1] != ws[1])
     fail("conv2d: input has {} channels (shape {}) but the weight expects C_in = {} (weight {})", xs[1],
          shape_str(xs), ws[1], shape_str(ws));
   if (b.defined() && (b.shape() != Shape{ws[0]} || b.dtype() != x.dtype()))
-    fail("conv2d: bias must be [{}] of dtype {}, got {} of dtype {}", ws[0], x.dtype(), shape_str(b.shape()), b.dtype());
+    fail("conv2d: bias must be [{}] of dtype {}, got {} of dtype {}", ws[0], x.dtype(), shape_str(b.shape()),
+         b.dtype());
   if (stride.h == 0 || stride.w == 0) fail("conv2d: stride must be >= 1, got {}", to_string(stride));
   if (ws[2] == 0 || ws[3] == 0) fail("conv2d: kernel size must be >= 1, got weight {}", shape_str(ws));
   ConvGeometry g{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], stride.h, stride.w, padding.h, padding.w, 0, 0};
@@ -73,7 +75,8 @@ std::pair<std::size_t, std::size_t> valid_range(std::size_t out_len, std::size_t
   const std::ptrdiff_t lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
   // j·s + shift < in_len  <=>  j < ceil((in_len - shift) / s)
   const std::ptrdiff_t room = static_cast<std::ptrdiff_t>(in_len) - shift;
-  const std::ptrdiff_t hi = room <= 0 ? 0 : std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(out_len), (room + s - 1) / s);
+  const std::ptrdiff_t hi =
+      room <= 0 ? 0 : std::min<std::ptrdiff_t>(static_cast<std::ptrdiff_t>(out_len), (room + s - 1) / s);
   return {static_cast<std::size_t>(std::min(lo, hi)), static_cast<std::size_t>(hi)};
 }
 
@@ -119,7 +122,10 @@ void im2col_same_size(const T* x, const ConvGeometry& g, T* col) {
         const ShiftedRow r = shifted_row(g, p, q);
         const T* plane = x + c * P;
         std::fill(row, row + r.lo, T(0));
-        std::copy(plane + (static_cast<std::ptrdiff_t>(r.lo) + r.shift), plane + (static_cast<std::ptrdiff_t>(r.hi) + r.shift), row + r.lo);
+        if (r.lo < r.hi) {
+          const T* src = plane + (static_cast<std::ptrdiff_t>(r.lo) + r.shift);  // plane[k + s] for k = lo
+          std::copy(src, src + (r.hi - r.lo), row + r.lo);
+        }
         std::fill(row + r.hi, row + P, T(0));
         zero_wrap_columns(row, g, r);
       }
@@ -135,6 +141,7 @@ void col2im_same_size_add(T* col, const ConvGeometry& g, T* dx) {
       for (std::size_t q = 0; q < g.kw; ++q) {
         T* row = col + ((c * g.kh + p) * g.kw + q) * P;
         const ShiftedRow r = shifted_row(g, p, q);
+        if (r.lo >= r.hi) continue;  // the whole row is padding
         zero_wrap_columns(row, g, r);
         T* __restrict dst = dx + c * P + (static_cast<std::ptrdiff_t>(r.lo) + r.shift);
         const T* __restrict src = row + r.lo;
@@ -280,7 +287,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Size2 stride, S
                        if (needs[i]) grads[i] = zeros(i == 0 ? x.shape() : i == 1 ? w.shape() : Shape{g.O}, x.dtype());
                      dispatch(x.dtype(), [&](auto t) {
                        using T = decltype(t);
-                       auto ptr = [&](std::size_t i) { return grads[i].defined() ? grads[i].template data_ptr<T>() : nullptr; };
+                       auto ptr = [&](std::size_t i) {
+                         return grads[i].defined() ? grads[i].template data_ptr<T>() : nullptr;
+                       };
                        conv_backward<T>(x.data_ptr<T>(), w.data_ptr<T>(), gy.data_ptr<T>(), ptr(0), ptr(1),
                                         needs.size() > 2 ? ptr(2) : nullptr, g);
                      });

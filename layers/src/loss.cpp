@@ -71,7 +71,8 @@ Tensor nll(const char* op, const Tensor& lp, const std::vector<std::size_t>& tar
     fail("{}: {} targets given for an input of shape {} (expected {}, one per sample{})", op, target.size(),
          shape_str(lp.shape()), count, l.S > 1 ? " and position" : "");
   check_range(op, target, l.C);
-  if (reduction == Reduction::Mean && count == 0) fail("{}: mean over an empty batch (input {})", op, shape_str(lp.shape()));
+  if (reduction == Reduction::Mean && count == 0)
+    fail("{}: mean over an empty batch (input {})", op, shape_str(lp.shape()));
   Tensor out = zeros(reduction == Reduction::None ? l.target_shape : Shape{}, lp.dtype());
   dispatch(lp.dtype(), [&](auto t) {
     using T = decltype(t);
@@ -184,11 +185,15 @@ Tensor NLLLoss::forward(const Tensor& log_probs, const Tensor& target) {
 Tensor NLLLoss::forward(const Tensor& log_probs, const std::vector<std::size_t>& target) {
   return functional::nll_loss(log_probs, target, options_.reduction());
 }
-void NLLLoss::pretty_print(std::ostream& os) const { os << "NLLLoss(reduction=" << to_string(options_.reduction()) << ")"; }
+void NLLLoss::pretty_print(std::ostream& os) const {
+  os << "NLLLoss(reduction=" << to_string(options_.reduction()) << ")";
+}
 
 Tensor MSELoss::forward(const Tensor& input, const Tensor& target) {
   return functional::mse_loss(input, target, options_.reduction());
 }
-void MSELoss::pretty_print(std::ostream& os) const { os << "MSELoss(reduction=" << to_string(options_.reduction()) << ")"; }
+void MSELoss::pretty_print(std::ostream& os) const {
+  os << "MSELoss(reduction=" << to_string(options_.reduction()) << ")";
+}
 
 }  // namespace xg::nn

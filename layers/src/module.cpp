@@ -57,7 +57,9 @@ void Module::check_new_name(const std::string& n, const char* what) const {
   if (n.empty()) fail("{}: cannot register a {} with an empty name", name(), what);
   if (n.find('.') != std::string::npos)
     fail("{}: {} name '{}' must not contain '.' (dots separate the levels of dotted names)", name(), what, n);
-  auto taken = [&](const auto& v) { return std::any_of(v.begin(), v.end(), [&](const auto& s) { return s.first == n; }); };
+  auto taken = [&](const auto& v) {
+    return std::any_of(v.begin(), v.end(), [&](const auto& s) { return s.first == n; });
+  };
   auto taken_slot = [&](const std::vector<Slot>& v) {
     return std::any_of(v.begin(), v.end(), [&](const Slot& s) { return s.name == n; });
   };
@@ -258,7 +260,8 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
     if (!src.defined())
       mismatched.push_back(fmt::format("{} (the dict holds an undefined tensor)", n));
     else if (src.shape() != t.shape())
-      mismatched.push_back(fmt::format("{} (checkpoint {} vs model {})", n, shape_str(src.shape()), shape_str(t.shape())));
+      mismatched.push_back(
+          fmt::format("{} (checkpoint {} vs model {})", n, shape_str(src.shape()), shape_str(t.shape())));
   }
   for (const auto& [n, t] : dict)
     if (!own.contains(n)) result.unexpected_keys.push_back(n);

@@ -154,23 +154,37 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
   if (g.H * g.W > std::numeric_limits<std::uint32_t>::max())
     fail("max_pool2d: planes of more than 2^32 pixels are not supported (input {})", shape_str(x.shape()));
   Tensor y = uninitialized(pooled_shape(x, g), x.dtype());
-  auto argmax = std::make_shared<std::vector<std::uint32_t>>(y.numel());
+  // The winner of every window, saved for the backward (every entry is written by the forward).
+  std::shared_ptr<std::uint32_t[]> argmax(new std::uint32_t[y.numel()]);
+  const bool two_by_two = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
-    if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0)
-      max_pool_forward_2x2<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax->data(), g);
+    if (two_by_two)
+      max_pool_forward_2x2<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax.get(), g);
     else
-      max_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax->data(), g);
+      max_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax.get(), g);
   });
-  return record_op("max_pool2d", y, {x}, [argmax, g, xs = x.shape()](const Tensor& gy, const std::vector<bool>&) {
-    // dx[plane, argmax] += dy  (each output pixel sends its gradient to the input pixel that won)
-    Tensor dx = zeros(xs, gy.dtype());
+  // With 2×2 windows tiling an even-sized plane, every input pixel lies in exactly one window.
+  const bool tiles = two_by_two && g.H % 2 == 0 && g.W % 2 == 0;
+  return record_op("max_pool2d", y, {x}, [argmax, g, tiles, xs = x.shape()](const Tensor& gy,
+                                                                             const std::vector<bool>&) {
+    // dx[plane, argmax] += dy: each output pixel sends its gradient to the input pixel that won, 0 elsewhere.
+    // When the windows tile the plane, dx is written window by window (no separate zero fill).
+    Tensor dx = tiles ? uninitialized(xs, gy.dtype()) : zeros(xs, gy.dtype());
     dispatch(gy.dtype(), [&](auto t) {
       using T = decltype(t);
       const T* pdy = gy.data_ptr<T>();
-      T* pdx = dx.data_ptr<T>();
-      const std::size_t per_plane = g.Ho * g.Wo;
-      for (std::size_t k = 0; k < argmax->size(); ++k) pdx[(k / per_plane) * g.H * g.W + (*argmax)[k]] += pdy[k];
+      for (std::size_t pl = 0; pl < g.planes; ++pl) {
+        T* plane = dx.data_ptr<T>() + pl * g.H * g.W;
+        const std::size_t first = pl * g.Ho * g.Wo;
+        if (tiles)
+          for (std::size_t i = 0; i < g.Ho; ++i)
+            for (std::size_t j = 0; j < g.Wo; ++j) {
+              T* top = plane + 2 * i * g.W + 2 * j;
+              top[0] = top[1] = top[g.W] = top[g.W + 1] = T(0);
+            }
+        for (std::size_t k = first; k < first + g.Ho * g.Wo; ++k) plane[argmax[k]] += pdy[k];
+      }
     });
     return std::vector<Tensor>{dx};
   });

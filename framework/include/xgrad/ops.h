@@ -103,9 +103,11 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 /// One GEMM forward, two backward (dx = G·W, dW = Gᵀ·x, db = Σ G); no transposed copies.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
-// ---- composites (built from the primitives above) ---------------------------------------------------
-Tensor sigmoid(const Tensor& x);               // 1/(1+exp(-x)), computed stably
-Tensor tanh(const Tensor& x);                  // 2·sigmoid(2x) - 1
+// ---- activations and the softmax family ---------------------------------------------------------------
+// sigmoid and tanh are primitives with a closed-form derivative (the composed forms overflow to NaN in the
+// gradient for large |x|); the others are composites of the primitives above (docs/ops.md).
+Tensor sigmoid(const Tensor& x);               // 1/(1+exp(-x)), computed stably; σ' = σ(1-σ)
+Tensor tanh(const Tensor& x);                  // equals 2·sigmoid(2x) - 1; tanh' = 1 - tanh²
 Tensor relu(const Tensor& x);                  // where(x > 0, x, 0): gradient 1 for x > 0, else 0 (also at 0)
 Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
 Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))

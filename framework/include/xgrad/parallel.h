@@ -13,7 +13,9 @@
 //   (static partition: piece i = [begin + i*len/k, begin + (i+1)*len/k)); each piece holds at least `grain`
 //   indices, so a range of at most `grain` indices (or one thread) runs inline on the caller as fn(begin, end).
 // * fn is called once per non-empty piece; every index is covered exactly once. parallel_for returns when all
-//   pieces are done (their writes are visible to the caller).
+//   pieces are done (their writes are visible to the caller). The cut is fixed; which thread runs a piece is
+//   not: pieces a worker has not started yet (it may be descheduled on a busy machine) are taken by the
+//   caller once its own piece is done.
 // * An exception thrown by fn on any thread is caught and rethrown on the caller (the one from the lowest piece
 //   if several throw) after all pieces have finished.
 // * A parallel_for called from inside fn (nested), or while another thread owns the pool, runs inline on the

@@ -4,8 +4,9 @@
 //     xg::BackwardTracer trace;   // prints to stdout while alive
 //     loss.backward();
 //   }
-//   // [backward 0] op9 add "y" [4,3]  grad_output |g|=2.1 ...
-//   //     -> input 0  op8 mul "scaled" [4,3]  |g|=2.1 ...
+//   // [backward step 0] op11 add "y" [4,3]  grad_output |g|=0.9487  [[0.1, -0.2, 0.3], ...]
+//   //     -> input 0: op10 mul "scaled" [4,3]  |g|=0.9487  [[0.1, -0.2, 0.3], ...]
+//   //     -> input 1: t3 "bias" [3]  |g|=0.5099  [0.4, 0.1, 0.3]  (accumulated into .grad)
 //
 // Each line uses the ids of the graph export (xgrad/graph.h): `op17` is the node with Node::id 17, `t5` the
 // leaf tensor with TensorImpl::id 5. Norms are Euclidean (Frobenius) norms; tensors with at most
@@ -28,7 +29,7 @@
 namespace xg {
 
 struct TraceOptions {
-  std::ostream* out = nullptr;  // where to print; nullptr = stdout (set quiet to print nothing)
+  std::ostream* out = nullptr;  // where to print; nullptr = stdout (set quiet to print nothing; not owned)
   bool quiet = false;           // only collect records()
   std::size_t max_values = 10;  // print the values of tensors with at most this many elements
   int precision = 4;            // significant digits
@@ -106,7 +107,7 @@ class ForwardTracer : public autograd::Observer {
 
 /// A summary of `t` (its id from graph.h's node_id, op, label, shape, norm and small values).
 TensorSummary summarize(const Tensor& t, std::size_t max_values = 10);
-/// "op8 mul "scaled" [4,3] |g|=2.1 [[...]]" — the text tracers print for a summary.
+/// `op8 mul "scaled" [4,3]  |g|=2.1  [[...]]` — the text tracers print for a summary.
 std::string format_summary(const TensorSummary& s, const char* norm_name = "|g|", int precision = 4);
 
 }  // namespace xg
