@@ -238,3 +238,47 @@ TEST_CASE("xgrad-lab: the same seed gives the same metrics, another seed others"
   CHECK(md.find("Noisy BatchNorm") == std::string::npos);
   fs::remove_all(dir);
 }
+
+#ifdef XGRAD_LAB_BUILT
+#include "lab.h"
+
+// Plain-line mode (not a terminal): "<label>: <percent>% (<done>/<total>) ...". Ten cheap units of cost 1 and
+// two expensive ones of cost 45: after the cheap ones 10% of the cost is done, not 10/12 = 83%.
+TEST_CASE("Progress: with unit costs the percentage and the ETA follow the cost, not the unit count") {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  {
+    lab::Progress p("job", 12, f);
+    p.set_total_cost(100.0);
+    p.set_unit_cost(1.0);
+    p.advance(10, "cheap");
+    p.set_unit_cost(45.0);
+    p.advance(1, "expensive");
+    p.advance(1, "expensive");
+  }
+  std::rewind(f);
+  std::string out;
+  for (int ch = std::fgetc(f); ch != EOF; ch = std::fgetc(f)) out += static_cast<char>(ch);
+  std::fclose(f);
+  INFO(out);
+  CHECK(out.find("job:  10% (10/12)") != std::string::npos);
+  CHECK(out.find("job:  55% (11/12)") != std::string::npos);
+  CHECK(out.find("job: 100% (12/12)") != std::string::npos);
+  CHECK(out.find("83%") == std::string::npos);
+}
+
+TEST_CASE("Progress: without unit costs the percentage counts units") {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  {
+    lab::Progress p("job", 4, f);
+    p.advance(1);
+    p.advance(1);
+  }
+  std::rewind(f);
+  std::string out;
+  for (int ch = std::fgetc(f); ch != EOF; ch = std::fgetc(f)) out += static_cast<char>(ch);
+  std::fclose(f);
+  CHECK(out.find("job:  50% (2/4)") != std::string::npos);
+}
+#endif

@@ -260,9 +260,15 @@ Progress::~Progress() {
 }
 
 void Progress::advance(std::size_t n, std::string_view status) {
-  done_ = std::min(done_ + n, total_);
+  const std::size_t step = std::min(n, total_ - done_);
+  done_ += step;
+  done_cost_ += static_cast<double>(step) * unit_cost_;
   if (!status.empty()) status_ = status;
   draw(false);
+}
+
+void Progress::set_total_cost(double total_cost) {
+  total_cost_ = total_cost > 0 ? total_cost : 0.0;
 }
 
 void Progress::note(std::string_view message) {
@@ -284,7 +290,9 @@ void Progress::finish() {
 
 void Progress::draw(bool force) {
   const double t = timer_.seconds();
-  const double frac = static_cast<double>(done_) / static_cast<double>(total_);
+  const double frac = done_ >= total_   ? 1.0
+                      : total_cost_ > 0 ? std::min(done_cost_ / total_cost_, 1.0)
+                                        : static_cast<double>(done_) / static_cast<double>(total_);
   const int decile = static_cast<int>(frac * 10);
   if (tty_) {
     if (!force && t - last_draw_ < 0.1) return;
@@ -296,7 +304,7 @@ void Progress::draw(bool force) {
   last_done_ = done_;
   const double rate = t > 0 ? static_cast<double>(done_) / t : 0.0;
   const std::string eta = done_ >= total_ ? "done in " + format_duration(t)
-                          : done_ > 0     ? "ETA " + format_duration(static_cast<double>(total_ - done_) / rate)
+                          : frac > 0      ? "ETA " + format_duration(t * (1.0 - frac) / frac)
                                           : "ETA ?";
   if (tty_) {
     constexpr int kWidth = 28;

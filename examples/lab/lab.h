@@ -158,6 +158,12 @@ class Progress {
 
   /// Adds `n` finished units; `status` (e.g. "lr=0.3 BN seed 1") is shown beside the bar.
   void advance(std::size_t n = 1, std::string_view status = {});
+  /// Units of unequal cost (a CNN step costs tens of MLP steps): `total_cost` is the whole job's cost and
+  /// set_unit_cost() the cost of each unit advanced from now on, both in the same arbitrary measure. The
+  /// percentage and the ETA then follow the cost, so the ETA does not jump when cheap units give way to
+  /// expensive ones; the count and rate shown stay in units. Without it every unit costs 1.
+  void set_total_cost(double total_cost);
+  void set_unit_cost(double cost) { unit_cost_ = cost; }
   /// Prints a message on its own line without garbling the bar.
   void note(std::string_view message);
   /// Ends the bar with a final line (called by the destructor if needed).
@@ -171,6 +177,7 @@ class Progress {
   void draw(bool force);
   std::string label_;
   std::size_t total_, done_ = 0;
+  double total_cost_ = 0, done_cost_ = 0, unit_cost_ = 1;  // total_cost_ == 0: cost = units
   std::FILE* out_;
   bool tty_, finished_ = false;
   std::string status_;

@@ -4,6 +4,7 @@
 #include "xgrad/anomaly.h"
 #include "xgrad/autograd.h"
 #include "xgrad/common.h"
+#include "xgrad/data.h"
 #include "xgrad/gradcheck.h"
 #include "xgrad/graph.h"
 #include "xgrad/ops.h"
