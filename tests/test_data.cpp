@@ -123,6 +123,35 @@ TEST_CASE("load_mnist_folder finds the four files, scales pixels to [0,1] and ke
   fs::remove_all(dir);
 }
 
+TEST_CASE("load_mnist_folder accepts the other file names in use: dotted (MNIST mirrors) and prefixed (EMNIST)") {
+  const auto dir = temp_dir("names");
+  SUBCASE("train-images.idx3-ubyte") {
+    write_plain(dir / "train-images.idx3-ubyte", idx_bytes(0x08, {3, 2, 2}, pixels(3, 2, 2)));
+    write_plain(dir / "train-labels.idx1-ubyte", idx_bytes(0x08, {3}, labels(3)));
+    const Dataset d = xg::data::load_mnist_folder(dir.string(), true);
+    CHECK(d.size() == 3);
+    CHECK(d.labels == std::vector<std::size_t>{0, 1, 2});
+  }
+  SUBCASE("emnist-digits-train-images-idx3-ubyte.gz, plain preferred over .gz of the same prefix") {
+    write_gz(dir / "emnist-digits-train-images-idx3-ubyte.gz", idx_bytes(0x08, {4, 2, 2}, pixels(4, 2, 2)));
+    write_plain(dir / "emnist-digits-train-images-idx3-ubyte", idx_bytes(0x08, {2, 2, 2}, pixels(2, 2, 2)));
+    write_gz(dir / "emnist-digits-train-labels-idx1-ubyte.gz", idx_bytes(0x08, {2}, labels(2)));
+    const Dataset d = xg::data::load_mnist_folder(dir.string(), true);
+    CHECK(d.size() == 2);  // the plain images file (2 images), not the .gz one (4)
+    CHECK(d.images.shape() == xg::Shape{2, 1, 2, 2});
+  }
+  SUBCASE("two prefixed datasets in one folder: a clear error naming both") {
+    write_gz(dir / "emnist-digits-train-images-idx3-ubyte.gz", idx_bytes(0x08, {2, 2, 2}, pixels(2, 2, 2)));
+    write_gz(dir / "emnist-letters-train-images-idx3-ubyte.gz", idx_bytes(0x08, {2, 2, 2}, pixels(2, 2, 2)));
+    CHECK_THROWS_WITH_AS(xg::data::load_mnist_folder(dir.string(), true),
+                         doctest::Contains("several datasets' train-images-idx3-ubyte files: "
+                                           "emnist-digits-train-images-idx3-ubyte.gz, "
+                                           "emnist-letters-train-images-idx3-ubyte.gz"),
+                         xg::Error);
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("broken IDX files give errors naming the file and the defect") {
   const auto dir = temp_dir("bad");
   const auto f = [&](const char* n) { return (dir / n).string(); };
@@ -178,7 +207,9 @@ TEST_CASE("broken IDX files give errors naming the file and the defect") {
   SUBCASE("folder without the files") {
     write_plain(f("readme.txt"), {'h', 'i'});
     CHECK_THROWS_WITH_AS(xg::data::load_mnist_folder(dir.string(), false),
-                         doctest::Contains("neither t10k-images-idx3-ubyte nor t10k-images-idx3-ubyte.gz; it holds: readme.txt"),
+                         doctest::Contains("neither t10k-images-idx3-ubyte nor t10k-images-idx3-ubyte.gz (nor "
+                                           "t10k-images.idx3-ubyte, nor a prefixed name like "
+                                           "emnist-digits-t10k-images-idx3-ubyte.gz); it holds: readme.txt"),
                          xg::Error);
     CHECK_THROWS_WITH_AS(xg::data::load_mnist_folder(f("no-such-folder"), false),
                          doctest::Contains("is not a folder"), xg::Error);

@@ -218,12 +218,38 @@ Dataset load_mnist_folder(const std::string& dir, bool train) {
          "train-images-idx3-ubyte.gz; on Debian: apt-get install dataset-fashion-mnist)",
          dir);
   const std::string prefix = train ? "train" : "t10k";
+  // Names in use: "train-images-idx3-ubyte[.gz]" (MNIST, Fashion-MNIST, KMNIST), "train-images.idx3-ubyte"
+  // (some MNIST mirrors), and a dataset prefix such as "emnist-digits-train-images-idx3-ubyte.gz" (EMNIST).
   auto find = [&](const std::string& stem) {
-    for (const char* ext : {"", ".gz"}) {
-      const fs::path p = fs::path(dir) / (stem + ext);
+    std::string dotted = stem;
+    dotted.replace(dotted.find("-idx"), 4, ".idx");
+    for (const std::string& name : {stem, stem + ".gz", dotted, dotted + ".gz"}) {
+      const fs::path p = fs::path(dir) / name;
       if (fs::is_regular_file(p, ec)) return p.string();
     }
-    fail("load_mnist_folder: '{}' has neither {} nor {}.gz; {}", dir, stem, stem, listing(dir));
+    std::vector<std::string> prefixed;  // "<prefix>-<stem>" and "<prefix>-<stem>.gz"
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string n = e.path().filename().string();
+      for (const std::string& tail : {"-" + stem, "-" + stem + ".gz"})
+        if (n.size() > tail.size() && n.compare(n.size() - tail.size(), tail.size(), tail) == 0 &&
+            e.is_regular_file(ec))
+          prefixed.push_back(n);
+    }
+    std::sort(prefixed.begin(), prefixed.end());
+    // "x-stem" and "x-stem.gz" both found: keep the plain one
+    std::vector<std::string> unique;
+    for (const auto& n : prefixed)
+      if (!(n.size() > 3 && n.compare(n.size() - 3, 3, ".gz") == 0 &&
+            std::find(prefixed.begin(), prefixed.end(), n.substr(0, n.size() - 3)) != prefixed.end()))
+        unique.push_back(n);
+    if (unique.size() == 1) return (fs::path(dir) / unique[0]).string();
+    if (unique.size() > 1)
+      fail("load_mnist_folder: '{}' holds several datasets' {} files: {}; point --data/dir at a folder with one "
+           "dataset (or link the wanted files as {}.gz)",
+           dir, stem, fmt::join(unique, ", "), stem);
+    fail("load_mnist_folder: '{}' has neither {} nor {}.gz (nor {}, nor a prefixed name like "
+         "emnist-digits-{}.gz); {}",
+         dir, stem, stem, dotted, stem, listing(dir));
   };
   const std::string images = find(prefix + "-images-idx3-ubyte");
   const std::string labels = find(prefix + "-labels-idx1-ubyte");

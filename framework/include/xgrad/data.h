@@ -63,7 +63,9 @@ struct Dataset {
 Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path);
 
 /// Finds `{train,t10k}-images-idx3-ubyte[.gz]` and `{train,t10k}-labels-idx1-ubyte[.gz]` in `dir` (the
-/// plain name is preferred when both exist) and loads them. The error for a missing file lists what was
+/// plain name is preferred when both exist) and loads them. Also accepted: the dotted names of some MNIST
+/// mirrors (`train-images.idx3-ubyte`) and one dataset prefix (`emnist-digits-train-images-idx3-ubyte.gz`);
+/// two different prefixes in one folder are an error that names them. The error for a missing file lists what was
 /// looked for and what the folder holds.
 Dataset load_mnist_folder(const std::string& dir, bool train);
 
