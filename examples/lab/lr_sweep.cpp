@@ -259,9 +259,13 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
 
       auto lr_text = [](double v) { return std::isnan(v) ? std::string("none") : "lr " + short_number(v); };
       const double lp = t.largest["plain"], lb = t.largest["bn"];
-      std::string v = fmt::format("{} + {}: with BN it trains up to {}; without, up to {}", model == "cnn" ? "CNN" : "MLP",
-                                  opt == "adam" ? "Adam" : "SGD", std::isnan(lb) ? "no rate" : lr_text(lb),
-                                  std::isnan(lp) ? "no rate" : lr_text(lp));
+      auto trains = [&](double v) {
+        return std::isnan(v) ? std::string("it trains at none of the rates tried") : "up to " + lr_text(v);
+      };
+      std::string v = fmt::format("{} + {}: with BN {}; without, {}", model == "cnn" ? "CNN" : "MLP",
+                                  opt == "adam" ? "Adam" : "SGD", std::isnan(lb) ? trains(lb) : "it trains " + trains(lb),
+                                  trains(lp));
+      if (!std::isnan(lb) && std::isnan(lp)) v += " — only the BN network trains";
       if (!std::isnan(lp) && !std::isnan(lb) && lb > lp) v += fmt::format(" — a {:g}x larger learning rate", lb / lp);
       else if (!std::isnan(lp) && !std::isnan(lb) && lb == lp) v += " — no difference in this range";
       else if (!std::isnan(lp) && !std::isnan(lb)) v += " — BN did NOT widen the range here";
