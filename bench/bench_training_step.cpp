@@ -5,14 +5,16 @@
 //           Linear 12544->10, batch 64 of 1x28x28 (convolutions without bias: BN's shift replaces it)
 // with BatchNorm's default (fused) implementation, and the BN models once more with the composed reference.
 // One thread. Built with -DXGRAD_BENCH_LIBTORCH=ON, the same models run in libtorch in the same binary and
-// the ratios xgrad/libtorch are printed at the end.
+// the ratios xgrad/libtorch are printed at the end (of the medians when run with --benchmark_repetitions).
 //
 //   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DXGRAD_BENCH_LIBTORCH=ON
 //   cmake --build build --target bench_training_step && build/bin/bench_training_step
+//   build/bin/bench_training_step --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <map>
+#include <set>
 #include <string>
 
 #include "xgrad/xgrad.h"
@@ -140,15 +142,21 @@ void BM_torch_mlp_bn(benchmark::State& s) { run_torch(s, torch_mlp(true), {60, 7
 void BM_torch_cnn(benchmark::State& s) { run_torch(s, torch_cnn(), {64, 1, 28, 28}); }
 #endif
 
-// Prints the usual table, and remembers each benchmark's time to print xgrad/libtorch ratios at the end.
+// Prints the usual table, and remembers each benchmark's time to print xgrad/libtorch ratios at the end: the
+// median when --benchmark_repetitions gives aggregates (also with --benchmark_report_aggregates_only=true),
+// else the single run.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs)
-      if (r.run_type == Run::RT_Iteration) {
-        real_[r.run_name.function_name] = r.GetAdjustedRealTime() * unit(r.time_unit);
-        cpu_[r.run_name.function_name] = r.GetAdjustedCPUTime() * unit(r.time_unit);
+    for (const auto& r : runs) {
+      const std::string& name = r.run_name.function_name;
+      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (median) from_median_.insert(name);
+      if (median || (r.run_type == Run::RT_Iteration && !from_median_.count(name))) {
+        real_[name] = r.GetAdjustedRealTime() * unit(r.time_unit);
+        cpu_[name] = r.GetAdjustedCPUTime() * unit(r.time_unit);
       }
+    }
     ConsoleReporter::ReportRuns(runs);
   }
   // Real-time ratios (the headline) and CPU-time ratios (less sensitive to other load on the machine).
@@ -178,6 +186,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
   std::map<std::string, double> real_, cpu_;
+  std::set<std::string> from_median_;
 };
 
 }  // namespace

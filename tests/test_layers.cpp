@@ -247,6 +247,19 @@ TEST_CASE("gradcheck: Conv2d module w.r.t. input, weight and bias") {
   CHECK(xg::gradcheck([&](const std::vector<Tensor>&) { return pw.forward(in2[0]); }, in2).ok);
 }
 
+TEST_CASE("conv2d with no output channels: empty output, zero input gradient") {
+  Tensor x = xg::ones({2, 3, 4, 4}, xg::kFloat64);
+  x.requires_grad_();
+  for (std::size_t k : {1, 3}) {  // the pointwise and the same-size paths
+    x.zero_grad(true);
+    Tensor w = xg::zeros({0, 3, k, k}, xg::kFloat64);
+    Tensor y = F::conv2d(x, w, Tensor(), 1, k / 2);
+    CHECK(y.shape() == Shape{2, 0, 4, 4});
+    y.backward(xg::zeros(y.shape(), xg::kFloat64));
+    CHECK(x.grad().to_vector() == std::vector<double>(2 * 3 * 4 * 4, 0.0));
+  }
+}
+
 TEST_CASE("conv2d errors name the shapes") {
   Tensor x = xg::zeros({2, 3, 5, 5});
   CHECK_THROWS_WITH_AS(F::conv2d(x, xg::zeros({4, 2, 3, 3})), doctest::Contains("input has 3 channels"), xg::Error);
@@ -269,6 +282,7 @@ TEST_CASE("max_pool2d and avg_pool2d match the direct loops, forward and backwar
       {1, 2, 7, 5, 3, 3, 2, 2, 1, 1},         // odd sizes with padding
       {1, 1, 5, 6, 3, 2, 1, 2, 0, 1},         // overlapping windows, rectangular kernel
       {2, 2, 5, 5, 3, 3, 2, 2, 1, 1, false},  // average without counting the padding
+      {1, 2, 5, 7, 2, 2, 2, 2, 0, 0},         // 2x2 on odd sizes: the fast forward, windows not tiling the plane
   };
   for (const auto& k : cases)
     for (bool is_max : {true, false})

@@ -11,10 +11,13 @@ using xg::kFloat64;
 
 namespace {
 
-// Shape pairs every binary op is tested on: equal, broadcast both ways, 0-d scalar on either side, size-1 axes.
+// Shape pairs every binary op is tested on: equal, broadcast both ways, 0-d scalar on either side, size-1 axes,
+// and one side varying along one block of axes (the per-channel / row / column fast path) on either side.
 const std::vector<std::pair<Shape, Shape>> kShapePairs = {
     {{2, 3}, {2, 3}},       {{3, 1, 4}, {2, 4}}, {{}, {2, 3}}, {{2, 3}, {}},    {{1, 1}, {3}},
     {{4, 1}, {1, 5}},       {{1}, {}},           {{}, {}},     {{2, 1, 3}, {1}}, {{1, 3}, {2, 1, 1}},
+    {{2, 3, 2, 2}, {1, 3, 1, 1}}, {{3, 1, 1}, {2, 3, 2, 2}},  {{4, 3}, {3}},   {{3}, {4, 3}},  {{4, 3}, {4, 1}},
+    {{2, 3, 4}, {3, 4}},    {{2, 3, 1}, {2, 3, 4}},           {{1, 3}, {2, 3}}, {{2, 1, 3}, {2, 4, 3}},
 };
 
 struct BinaryCase {
@@ -227,6 +230,31 @@ TEST_CASE("abs, relu and clamp: values, gradcheck away from the kinks, PyTorch's
   k.zero_grad();
   xg::clamp(k, -0.5, 0.7).sum().backward();
   check_values(k.grad(), {4}, {1, 1, 1, 0});
+}
+
+TEST_CASE("relu: +0 (never -0) for negative inputs and -0, gradient 0 at 0, equal to where(x > 0, x, 0)") {
+  for (const auto dtype : {kFloat64, kFloat32}) {
+    CAPTURE(dtype);
+    Tensor k = xg::tensor({-1.0, -0.0, 0.0, 1e-30, 2.5, -std::numeric_limits<double>::infinity()}, kFloat64)
+                   .to(dtype)
+                   .requires_grad_(true);
+    const Tensor r = xg::relu(k);
+    CHECK(r.dtype() == dtype);
+    const std::vector<double> v = r.to_vector();
+    check_values(r, {6}, {0.0, 0.0, 0.0, dtype == kFloat64 ? 1e-30 : static_cast<double>(1e-30f), 2.5, 0.0});
+    for (std::size_t i : {0, 1, 2, 5}) CHECK_FALSE(std::signbit(v[i]));  // relu(-1) = relu(-0) = +0
+    (r * xg::arange(6, dtype)).sum().backward();
+    check_values(k.grad(), {6}, {0, 0, 0, 3, 4, 0});  // relu'(x) = [x > 0]: 0 at ±0
+  }
+  // The primitive agrees with the composition docs/ops.md shows, values and gradients (rnd_away: no ties at 0).
+  const Tensor x = rnd_away({3, 5}, 21);
+  const Tensor w = rnd({3, 5}, 22);
+  const Tensor composed = xg::where(xg::gt(x, 0.0), x, xg::scalar(0.0, kFloat64));
+  check_values(xg::relu(x), {3, 5}, composed.to_vector(), 0);
+  const auto g1 = xg::autograd::grad({(xg::relu(x) * w).sum()}, {x})[0];
+  const auto g2 = xg::autograd::grad({(composed * w).sum()}, {x})[0];
+  check_values(g1, {3, 5}, g2.to_vector(), 0);
+  CHECK_THROWS_WITH_AS(xg::relu(Tensor()), doctest::Contains("relu: the input is undefined"), xg::Error);
 }
 
 TEST_CASE("maximum/minimum split the gradient evenly on ties") {

@@ -103,6 +103,23 @@ TEST_CASE("expand broadcasts, and its gradient sums back") {
   check_values(y.grad(), {1, 2}, {3, 3});
 }
 
+TEST_CASE("expand: the per-channel fast path and the general path agree with a loop") {
+  const Tensor c = rnd({1, 3, 1, 1}, 64);  // varies along one block of axes: the fast path
+  std::vector<double> want;
+  for (int n = 0; n < 2; ++n)
+    for (int ch = 0; ch < 3; ++ch)
+      for (int k = 0; k < 4; ++k) want.push_back(c.at({0, ch, 0, 0}));
+  check_values(xg::expand(c, {2, 3, 2, 2}), {2, 3, 2, 2}, want);
+  check_grad("expand", [](auto& in) { return xg::expand(in[0], {2, 3, 2, 2}); }, {c});
+  const Tensor g = rnd({2, 1, 3}, 65);  // two separate varying axes: xtensor's general broadcast
+  want.clear();
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 4; ++b)
+      for (int k = 0; k < 3; ++k) want.push_back(g.at({a, 0, k}));
+  check_values(xg::expand(g, {2, 4, 3}), {2, 4, 3}, want);
+  check_values(xg::expand(g, {0, 2, 4, 3}), {0, 2, 4, 3}, {});
+}
+
 TEST_CASE("slice and narrow") {
   const Tensor x = rnd({4, 6}, 64);
   auto ref = [&](int axis, std::vector<int> picks) {

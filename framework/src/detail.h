@@ -1,6 +1,7 @@
 // Internal helpers shared by the op implementations (not installed).
 #pragma once
 
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -26,6 +27,15 @@ Shape reduced_shape(const Shape& shape, const std::vector<std::size_t>& axes);
 
 /// Tensor::backward without building vectors: runs the engine from one output.
 void backward_one(const Tensor& output, const Tensor& gradient, bool retain_graph);
+
+/// How `small` broadcasts against `big` when it varies along one block of axes only — the [1, C, 1, 1] of a
+/// per-channel parameter against [N, C, H, W], a row [C] against [N, C], a column [N, 1] against [N, C]:
+/// right-aligned, small equals big on axes [first, last] and is 1 elsewhere. big is then [outer, mid, inner]
+/// and small is [mid]. Nothing for other broadcasts, and for a small of one element (the scalar case).
+struct BlockBroadcast {
+  std::size_t outer, mid, inner;
+};
+std::optional<BlockBroadcast> block_broadcast(const Shape& big, const Shape& small);
 
 /// A new (unrecorded) tensor with a copy of t's data under another shape of the same size.
 Tensor reshaped_copy(const Tensor& t, const Shape& shape);

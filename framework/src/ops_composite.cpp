@@ -1,7 +1,9 @@
-// Activations and softmax-family ops. relu, softmax, log_softmax and logsumexp are composed from primitives
-// and need no backward of their own. sigmoid and tanh are primitives with a closed-form derivative: a
+// Activations and softmax-family ops. softmax, log_softmax and logsumexp are composed from primitives and
+// need no backward of their own. sigmoid and tanh are primitives with a closed-form derivative: a
 // composition of exp/div overflows to inf/inf = NaN in the gradient for large |x|, and the fused form is one
-// pass instead of five (docs/ops.md shows the composed form; tests check both agree).
+// pass instead of five (docs/ops.md shows the composed form; tests check both agree). relu is a primitive
+// for speed: its composition where(x > 0, x, 0) takes three passes plus three more in backward (the composed
+// form stays the reference in the tests).
 #include "simd_warnings.h"  // first: silences a GCC 12 intrinsics-header warning (see the file)
 
 #include <xtensor/xmath.hpp>
@@ -33,10 +35,34 @@ Tensor tanh(const Tensor& x) {
   });
 }
 
+namespace {
+// out[i] = f(a[i], b[i]) for two tensors of the same shape and dtype, one plain loop.
+template <class F>
+Tensor zip_elements(const Tensor& a, const Tensor& b, F f, std::string_view op) {
+  detail::check_same_dtype(a, b, op);
+  if (!a.same_shape(b)) fail("{}: shapes {} and {} differ", op, shape_str(a.shape()), shape_str(b.shape()));
+  return dispatch(a.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const auto& xa = a.data<T>();
+    auto out = xt::xarray<T>::from_shape(xa.shape());
+    const T* pa = xa.data();
+    const T* pb = b.data<T>().data();
+    T* po = out.data();
+    for (std::size_t i = 0, n = xa.size(); i < n; ++i) po[i] = f(pa[i], pb[i]);
+    return Tensor(std::move(out));
+  });
+}
+}  // namespace
+
 Tensor relu(const Tensor& x) {
-  // x where x > 0, else 0: the gradient is the mask [x > 0] (0 at x = 0, as in PyTorch). Choosing rather than
-  // multiplying by the mask keeps negative inputs at +0 instead of -0.
-  return where(gt(x, 0.0), x, detail::scalar_like(0, x));
+  // relu(x) = x if x > 0, else +0 (a choice, not x·[x > 0], which would give -0 for negative x; NaN gives 0).
+  // relu'(x) = [x > 0]: 0 at x = 0 too, as in PyTorch. [x > 0] = [relu(x) > 0], so backward needs only the
+  // output: dx = g where y > 0, else 0 (a choice again: an inf or NaN in g does not leak through the mask).
+  if (!x.defined()) fail("relu: the input is undefined");
+  Tensor out = zip_elements(x, x, [](auto v, auto) { return v > 0 ? v : decltype(v)(0); }, "relu");
+  return record_op("relu", out, {x}, [y = out.detach()](const Tensor& g, const Needs&) {
+    return Grads{zip_elements(g, y, [](auto gi, auto yi) { return yi > 0 ? gi : decltype(gi)(0); }, "relu backward")};
+  });
 }
 
 Tensor softmax(const Tensor& x, int axis) {

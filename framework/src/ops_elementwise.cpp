@@ -21,6 +21,23 @@ void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op) {
          b.dtype(), shape_str(a.shape()), shape_str(b.shape()), a.dtype() == kFloat32 ? "Float32" : "Float64");
 }
 Tensor scalar_like(double v, const Tensor& like) { return scalar(v, like.dtype()); }
+
+std::optional<BlockBroadcast> block_broadcast(const Shape& big, const Shape& small) {
+  if (small.size() > big.size()) return std::nullopt;
+  const std::size_t lead = big.size() - small.size();  // small's axis i is big's axis lead + i
+  std::size_t first = big.size(), last = 0;
+  for (std::size_t i = 0; i < small.size(); ++i)
+    if (small[i] != 1) {
+      first = std::min(first, lead + i);
+      last = lead + i;
+    }
+  if (first == big.size()) return std::nullopt;  // one element
+  for (std::size_t i = first; i <= last; ++i)
+    if (small[i - lead] != big[i]) return std::nullopt;
+  BlockBroadcast b{1, 1, 1};
+  for (std::size_t i = 0; i < big.size(); ++i) (i < first ? b.outer : i <= last ? b.mid : b.inner) *= big[i];
+  return b;
+}
 }  // namespace detail
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op) {
@@ -36,10 +53,32 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op) {
 }
 
 namespace {
+// out = f(big, small) where small broadcasts against big along one block of axes (see detail::block_broadcast):
+// plain loops that the compiler vectorises (along the row when inner = 1, else along inner).
+template <class T, class F>
+xt::xarray<T> map_block(const xt::xarray<T>& big, const T* small, const detail::BlockBroadcast& k, F f) {
+  auto out = xt::xarray<T>::from_shape(big.shape());
+  const T* pa = big.data();
+  T* po = out.data();
+  for (std::size_t o = 0; o < k.outer; ++o)
+    if (k.inner == 1) {
+      const std::size_t base = o * k.mid;
+      for (std::size_t m = 0; m < k.mid; ++m) po[base + m] = f(pa[base + m], small[m]);
+    } else {
+      for (std::size_t m = 0; m < k.mid; ++m) {
+        const std::size_t base = (o * k.mid + m) * k.inner;
+        const T s = small[m];
+        for (std::size_t i = 0; i < k.inner; ++i) po[base + i] = f(pa[base + i], s);
+      }
+    }
+  return out;
+}
+
 // Applies a binary op elementwise with numpy broadcasting; checks dtypes and shapes first.
-//   fs(T, T) -> T      the scalar form, used by the fast paths: equal shapes, or one side a single element
-//                      (a 0-d scalar like the 2 of `x * 2`) — plain loops over contiguous memory that the
-//                      compiler vectorises;
+//   fs(T, T) -> T      the scalar form, used by the fast paths: equal shapes, one side a single element
+//                      (a 0-d scalar like the 2 of `x * 2`), or one side varying along one block of axes
+//                      (a per-channel [1, C, 1, 1], a row, a column) — plain loops over contiguous memory
+//                      that the compiler vectorises;
 //   fe(xarray, xarray) the xtensor form, for every other broadcast.
 template <class FS, class FE>
 Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, FS fs, FE fe) {
@@ -73,7 +112,12 @@ Tensor binary_map(const Tensor& a, const Tensor& b, std::string_view op, FS fs, 
       for (std::size_t i = 0, m = xb.size(); i < m; ++i) po[i] = fs(s, pb[i]);
       return Tensor(std::move(out));
     }
-    broadcast_shapes(a.shape(), b.shape(), op);  // throws with both shapes when incompatible
+    const Shape as = a.shape(), bs = b.shape();
+    if (const auto k = detail::block_broadcast(as, bs))  // tensor ⊕ per-channel / row / column
+      return Tensor(map_block<T>(xa, xb.data(), *k, [&](T x, T y) { return fs(x, y); }));
+    if (const auto k = detail::block_broadcast(bs, as))  // per-channel / row / column ⊕ tensor
+      return Tensor(map_block<T>(xb, xa.data(), *k, [&](T y, T x) { return fs(x, y); }));
+    broadcast_shapes(as, bs, op);  // throws with both shapes when incompatible
     return detail::wrap<T>(fe(xa, xb));
   });
 }

@@ -146,7 +146,15 @@ Tensor expand(const Tensor& x, const Shape& shape) {
   if (!ok) fail("expand: cannot expand shape {} to {}", shape_str(in), shape_str(shape));
   Tensor out = dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
-    return detail::wrap<T>(xt::broadcast(x.data<T>(), shape));
+    const auto& xa = x.data<T>();
+    // Fast paths: one element (the gradient of a full sum), or a per-channel [1, C, 1, 1], a row or a column.
+    const auto k = xa.size() == 1 ? detail::BlockBroadcast{1, 1, numel_of(shape)} : detail::block_broadcast(shape, in);
+    if (!k) return detail::wrap<T>(xt::broadcast(xa, shape));
+    auto o = xt::xarray<T>::from_shape(shape);
+    T* po = o.data();
+    for (std::size_t i = 0; i < k->outer; ++i)
+      for (std::size_t m = 0; m < k->mid; ++m, po += k->inner) std::fill(po, po + k->inner, xa.data()[m]);
+    return Tensor(std::move(o));
   });
   return record_op("expand", out, {x}, [in](const Tensor& g, const Needs&) { return Grads{sum_to(g, in)}; });
 }

@@ -131,22 +131,29 @@ void im2col_same_size(const T* x, const ConvGeometry& g, T* col) {
       }
 }
 
-// The adjoint: plane c += row (c, p, q) read back at k + s. The padding entries of the row are zeroed first
-// (the row is scratch), so one contiguous add does the rest.
+// The adjoint, written into dx (no zero fill needed): plane c = the centre tap's row (p, q) = (ph, pw), which
+// has shift 0 and no padding (a same-size convolution has kh = 2·ph + 1, kw = 2·pw + 1), then plane c += every
+// other row (c, p, q) read back at k + s. The padding entries of those rows are zeroed first (the row is
+// scratch), so one contiguous add does the rest.
 template <class T>
-void col2im_same_size_add(T* col, const ConvGeometry& g, T* dx) {
+void col2im_same_size(T* col, const ConvGeometry& g, T* dx) {
   const std::size_t P = g.P();
-  for (std::size_t c = 0; c < g.C; ++c)
+  for (std::size_t c = 0; c < g.C; ++c) {
+    T* plane = dx + c * P;
+    const T* centre = col + ((c * g.kh + g.ph) * g.kw + g.pw) * P;
+    std::copy(centre, centre + P, plane);
     for (std::size_t p = 0; p < g.kh; ++p)
       for (std::size_t q = 0; q < g.kw; ++q) {
+        if (p == g.ph && q == g.pw) continue;
         T* row = col + ((c * g.kh + p) * g.kw + q) * P;
         const ShiftedRow r = shifted_row(g, p, q);
         if (r.lo >= r.hi) continue;  // the whole row is padding
         zero_wrap_columns(row, g, r);
-        T* __restrict dst = dx + c * P + (static_cast<std::ptrdiff_t>(r.lo) + r.shift);
+        T* __restrict dst = plane + (static_cast<std::ptrdiff_t>(r.lo) + r.shift);
         const T* __restrict src = row + r.lo;
         for (std::size_t k = 0, n = r.hi - r.lo; k < n; ++k) dst[k] += src[k];
       }
+  }
 }
 
 // col[K, P] from one image x[C, H, W] (see the top of the file). Rows are written contiguously; for stride 1
@@ -181,12 +188,13 @@ void im2col(const T* x, const ConvGeometry& g, T* col) {
       }
 }
 
-// The adjoint of im2col: dx[C, H, W] += every entry of col[K, P] at the pixel it was read from. (The
-// same-size path overwrites col's padding entries, so col is scratch.)
+// The adjoint of im2col: dx[C, H, W] = the sum of every entry of col[K, P] at the pixel it was read from
+// (dx is overwritten; the same-size path also overwrites col's padding entries, so col is scratch).
 template <class T>
-void col2im_add(T* col, const ConvGeometry& g, T* dx) {
-  if (g.same_size()) return col2im_same_size_add(col, g, dx);
+void col2im(T* col, const ConvGeometry& g, T* dx) {
+  if (g.same_size()) return col2im_same_size(col, g, dx);
   const std::size_t P = g.P();
+  std::fill(dx, dx + g.C * g.H * g.W, T(0));
   for (std::size_t c = 0; c < g.C; ++c)
     for (std::size_t p = 0; p < g.kh; ++p)
       for (std::size_t q = 0; q < g.kw; ++q) {
@@ -224,12 +232,16 @@ void conv_forward(const T* x, const T* w, const T* b, T* y, const ConvGeometry& 
   }
 }
 
-// dx, dw, db (each may be null = not needed) from dy. dx, dw, db must be zero-filled.
+// dx, dw, db (each may be null = not needed) from dy. dw and db must be zero-filled; dx is overwritten.
 template <class T>
 void conv_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, const ConvGeometry& g) {
   const std::size_t K = g.K(), P = g.P();
   std::vector<T> col(dw && !g.pointwise() ? K * P : 0);
   std::vector<T> dcol(dx && !g.pointwise() ? K * P : 0);
+  if (dx && g.O == 0) {  // no output channels: nothing flows back (and a GEMM over 0 terms may not write dx)
+    std::fill(dx, dx + g.N * g.C * g.H * g.W, T(0));
+    dx = nullptr;
+  }
   for (std::size_t n = 0; n < g.N; ++n) {
     const T* dyn = dy + n * g.O * P;
     if (dw) {  // dw += dy_n · col_nᵀ
@@ -241,13 +253,13 @@ void conv_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, con
       }
       blas::gemm(false, true, g.O, K, P, T(1), dyn, P, cn, P, T(1), dw, K);
     }
-    if (dx) {  // dcol = wᵀ · dy_n, then scatter-add onto the image
+    if (dx) {  // dcol = wᵀ · dy_n, then col2im sums it onto the image
       T* dxn = dx + n * g.C * g.H * g.W;
       if (g.pointwise()) {
         blas::gemm(true, false, K, P, g.O, T(1), w, K, dyn, P, T(0), dxn, P);
       } else {
         blas::gemm(true, false, K, P, g.O, T(1), w, K, dyn, P, T(0), dcol.data(), P);
-        col2im_add(dcol.data(), g, dxn);
+        col2im(dcol.data(), g, dxn);
       }
     }
     if (db)  // db[o] += Σ_P dy_n[o, :]
@@ -283,8 +295,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Size2 stride, S
   return record_op("conv2d", y, inputs,
                    [x = x.detach(), w = w.detach(), g](const Tensor& gy, const std::vector<bool>& needs) {
                      std::vector<Tensor> grads(needs.size());
-                     for (std::size_t i = 0; i < needs.size(); ++i)
-                       if (needs[i]) grads[i] = zeros(i == 0 ? x.shape() : i == 1 ? w.shape() : Shape{g.O}, x.dtype());
+                     // dx is overwritten image by image; dw and db accumulate over the images
+                     if (needs[0]) grads[0] = uninitialized(x.shape(), x.dtype());
+                     for (std::size_t i = 1; i < needs.size(); ++i)
+                       if (needs[i]) grads[i] = zeros(i == 1 ? w.shape() : Shape{g.O}, x.dtype());
                      dispatch(x.dtype(), [&](auto t) {
                        using T = decltype(t);
                        auto ptr = [&](std::size_t i) {

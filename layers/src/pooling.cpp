@@ -5,11 +5,13 @@
 //   max:  y = max over the window; backward sends dy to the position of the max (saved in forward).
 //   mean: y = Σ window / d with d = kH·kW (count_include_pad) or the number of real pixels; backward adds
 //         dy/d to every pixel of the window.
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <ostream>
+#include <type_traits>
 #include <vector>
 
 #include "xgrad/autograd.h"
@@ -80,29 +82,63 @@ void max_pool_forward(const T* x, T* y, std::uint32_t* argmax, const PoolGeometr
   }
 }
 
+// c ? a : b computed on the bits, without a branch. Written with ?: on floats, GCC emits branches, and in the
+// 2×2 loops below which pixel wins is unpredictable on real data (the branchy loops were about 2× slower).
+template <class T>
+T select_bits(bool c, T a, T b) {
+  using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  const U mask = U(0) - U(c);  // all ones if c
+  return std::bit_cast<T>((std::bit_cast<U>(a) & mask) | (std::bit_cast<U>(b) & ~mask));
+}
+
+// One step of the max scan: candidate v at window offset `off` replaces the running max m (and its offset
+// `at`) if v > m or v is NaN — the general loop's rule.
+template <class T>
+void max_pool_pick(T v, std::uint32_t off, T& m, std::uint32_t& at) {
+  const bool wins = (v > m) | (v != v);  // v != v: NaN
+  m = select_bits(wins, v, m);
+  at = select_bits(wins, off, at);
+}
+
 // The common 2×2, stride-2, unpadded case (the CNN's pool) without the window bookkeeping: same results.
+// One output row from input rows r0 (top) and r1, each window scanned in row-major order as the general loop
+// scans it; the loop vectorises. `top` is the flat index of r0[0] in the plane.
+template <class T>
+void max_pool_row_2x2(const T* __restrict r0, const T* __restrict r1, T* __restrict yr, std::uint32_t* __restrict ar,
+                      std::size_t Wo, std::uint32_t W, std::uint32_t top) {
+  for (std::size_t j = 0; j < Wo; ++j) {
+    T m = r0[2 * j];
+    std::uint32_t at = 0;  // the winner's offset from the window's top-left pixel: 0, 1, W or W + 1
+    max_pool_pick(r0[2 * j + 1], 1, m, at);
+    max_pool_pick(r1[2 * j], W, m, at);
+    max_pool_pick(r1[2 * j + 1], W + 1, m, at);
+    yr[j] = m;
+    ar[j] = top + 2 * static_cast<std::uint32_t>(j) + at;
+  }
+}
+
+// Its backward when the windows tile the plane: writes both input rows r0, r1 of one output row completely.
+template <class T>
+void max_pool_backward_row_2x2(const T* __restrict dyr, const std::uint32_t* __restrict ar, T* __restrict r0,
+                               T* __restrict r1, std::size_t Wo, std::uint32_t W, std::uint32_t top) {
+  for (std::size_t j = 0; j < Wo; ++j) {
+    const std::uint32_t at = ar[j] - top - 2 * static_cast<std::uint32_t>(j);  // 0, 1, W or W + 1
+    const T d = dyr[j];
+    r0[2 * j] = select_bits(at == 0, d, T(0));
+    r0[2 * j + 1] = select_bits(at == 1, d, T(0));
+    r1[2 * j] = select_bits(at == W, d, T(0));
+    r1[2 * j + 1] = select_bits(at == W + 1, d, T(0));
+  }
+}
+
 template <class T>
 void max_pool_forward_2x2(const T* x, T* y, std::uint32_t* argmax, const PoolGeometry& g) {
   for (std::size_t pl = 0; pl < g.planes; ++pl) {
     const T* xp = x + pl * g.H * g.W;
     for (std::size_t i = 0; i < g.Ho; ++i) {
-      const std::size_t top = 2 * i * g.W, bottom = top + g.W;
-      T* yr = y + (pl * g.Ho + i) * g.Wo;
-      std::uint32_t* ar = argmax + (pl * g.Ho + i) * g.Wo;
-      for (std::size_t j = 0; j < g.Wo; ++j) {
-        std::size_t best = top + 2 * j;
-        T m = xp[best];
-        // the window in row-major order, as the general loop scans it
-        for (const std::size_t k : {top + 2 * j + 1, bottom + 2 * j, bottom + 2 * j + 1}) {
-          const T v = xp[k];
-          if (v > m || v != v) {  // v != v: NaN
-            m = v;
-            best = k;
-          }
-        }
-        yr[j] = m;
-        ar[j] = static_cast<std::uint32_t>(best);
-      }
+      const std::size_t out = (pl * g.Ho + i) * g.Wo;
+      max_pool_row_2x2(xp + 2 * i * g.W, xp + (2 * i + 1) * g.W, y + out, argmax + out, g.Wo,
+                       static_cast<std::uint32_t>(g.W), static_cast<std::uint32_t>(2 * i * g.W));
     }
   }
 }
@@ -177,12 +213,13 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
       for (std::size_t pl = 0; pl < g.planes; ++pl) {
         T* plane = dx.data_ptr<T>() + pl * g.H * g.W;
         const std::size_t first = pl * g.Ho * g.Wo;
-        if (tiles)
+        if (tiles) {  // window by window: dy at the winner, 0 at the other three pixels
           for (std::size_t i = 0; i < g.Ho; ++i)
-            for (std::size_t j = 0; j < g.Wo; ++j) {
-              T* top = plane + 2 * i * g.W + 2 * j;
-              top[0] = top[1] = top[g.W] = top[g.W + 1] = T(0);
-            }
+            max_pool_backward_row_2x2(pdy + first + i * g.Wo, argmax.get() + first + i * g.Wo,
+                                      plane + 2 * i * g.W, plane + (2 * i + 1) * g.W, g.Wo,
+                                      static_cast<std::uint32_t>(g.W), static_cast<std::uint32_t>(2 * i * g.W));
+          continue;
+        }
         for (std::size_t k = first; k < first + g.Ho * g.Wo; ++k) plane[argmax[k]] += pdy[k];
       }
     });

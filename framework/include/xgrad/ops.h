@@ -105,10 +105,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // ---- activations and the softmax family ---------------------------------------------------------------
 // sigmoid and tanh are primitives with a closed-form derivative (the composed forms overflow to NaN in the
-// gradient for large |x|); the others are composites of the primitives above (docs/ops.md).
+// gradient for large |x|); relu is a one-pass primitive for speed; the others are composites of the
+// primitives above (docs/ops.md).
 Tensor sigmoid(const Tensor& x);               // 1/(1+exp(-x)), computed stably; σ' = σ(1-σ)
 Tensor tanh(const Tensor& x);                  // equals 2·sigmoid(2x) - 1; tanh' = 1 - tanh²
-Tensor relu(const Tensor& x);                  // where(x > 0, x, 0): gradient 1 for x > 0, else 0 (also at 0)
+Tensor relu(const Tensor& x);                  // equals where(x > 0, x, 0) (+0, never -0): gradient [x > 0], 0 at 0
 Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
 Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))
 Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim = false);
