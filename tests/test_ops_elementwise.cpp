@@ -255,6 +255,14 @@ TEST_CASE("relu: +0 (never -0) for negative inputs and -0, gradient 0 at 0, equa
   const auto g2 = xg::autograd::grad({(composed * w).sum()}, {x})[0];
   check_values(g1, {3, 5}, g2.to_vector(), 0);
   CHECK_THROWS_WITH_AS(xg::relu(Tensor()), doctest::Contains("relu: the input is undefined"), xg::Error);
+  // NaN propagates (PyTorch: relu(nan) = nan) with gradient 0 (threshold_backward masks it).
+  Tensor n = xg::tensor({std::nan(""), 1.0, -1.0}, kFloat64, true);
+  const std::vector<double> nv = xg::relu(n).to_vector();
+  CHECK(std::isnan(nv[0]));
+  CHECK(nv[1] == 1.0);
+  CHECK(nv[2] == 0.0);
+  xg::relu(n).sum().backward();
+  check_values(n.grad(), {3}, {0, 1, 0});
 }
 
 TEST_CASE("maximum/minimum split the gradient evenly on ties") {

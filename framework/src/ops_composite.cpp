@@ -55,11 +55,13 @@ Tensor zip_elements(const Tensor& a, const Tensor& b, F f, std::string_view op) 
 }  // namespace
 
 Tensor relu(const Tensor& x) {
-  // relu(x) = x if x > 0, else +0 (a choice, not x·[x > 0], which would give -0 for negative x; NaN gives 0).
+  // relu(x) = x if x > 0, else +0 (a choice, not x·[x > 0], which would give -0 for negative x); NaN stays
+  // NaN, as in PyTorch, so a diverging network is not hidden.
   // relu'(x) = [x > 0]: 0 at x = 0 too, as in PyTorch. [x > 0] = [relu(x) > 0], so backward needs only the
-  // output: dx = g where y > 0, else 0 (a choice again: an inf or NaN in g does not leak through the mask).
+  // output: dx = g where y > 0, else 0 (as PyTorch's threshold_backward: an inf or NaN in g does not leak
+  // through the mask, and a NaN input gets gradient 0).
   if (!x.defined()) fail("relu: the input is undefined");
-  Tensor out = zip_elements(x, x, [](auto v, auto) { return v > 0 ? v : decltype(v)(0); }, "relu");
+  Tensor out = zip_elements(x, x, [](auto v, auto) { return v > 0 || v != v ? v : decltype(v)(0); }, "relu");
   return record_op("relu", out, {x}, [y = out.detach()](const Tensor& g, const Needs&) {
     return Grads{zip_elements(g, y, [](auto gi, auto yi) { return yi > 0 ? gi : decltype(gi)(0); }, "relu backward")};
   });
