@@ -6,7 +6,8 @@
 //       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true     (one command line)
 //
 // Names: bn/<impl>/<phase>/<shape>/threads:<n>
-//   impl   fused | onednn_nchw | onednn_nChw16c | onednn_nc (2-D shapes) | libtorch | (composed: see below)
+//   impl   fused | composed (autograd-composed, xg::nn::functional::batch_norm) | onednn_nchw | onednn_nChw16c |
+//          onednn_nc (2-D shapes) | libtorch
 //   phase  train_fwd (batch stats, normalise, running stats where the library does it)
 //          bwd       (dx, dweight, dbias from saved mean/invstd)
 //          eval_fwd  (running stats)
@@ -35,8 +36,12 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <xtensor/xadapt.hpp>
+
 #include "xgrad/kernels/batchnorm.h"
+#include "xgrad/nn/functional.h"
 #include "xgrad/parallel.h"
+#include "xgrad/tensor.h"
 
 #if defined(XGRAD_HAVE_ONEDNN)
 #include <dlfcn.h>
@@ -164,11 +169,51 @@ void bench_fused(benchmark::State& st, Shape sh, Phase ph, int threads) {
   set_counters(st, sh, ph, threads);
 }
 
-// ------------------------------------------------------------------------------------------ composed (later)
-// >>> COMPOSED BATCHNORM GOES HERE <<<
-// The autograd-composed BatchNorm (xg::nn::BatchNorm1d/2d with impl = composed, built from primitive ops) is
-// added here by its owner once the layer exists: a bench_composed(st, shape, phase, threads) with the same
-// signature as bench_fused, registered under impl name "composed" in register_all() below.
+// ------------------------------------------------------------------------------------------ composed (xgrad)
+// The autograd-composed BatchNorm: xg::nn::functional::batch_norm, built from primitive tensor ops, every op a
+// graph node. train_fwd builds the graph (x, weight, bias require grad); bwd times only the backward of one
+// such graph with dy (built outside the timed loop, retain_graph, the leaves' grads reset to none before each
+// pass so nothing accumulates); eval_fwd runs with the running statistics. Same data as bench_fused.
+xg::Tensor tensor_of(const Buf& v, const xg::Shape& shape, bool requires_grad) {
+  xt::xarray<float> a = xt::adapt(v.data(), v.size(), xt::no_ownership(), shape);
+  return xg::Tensor(std::move(a), requires_grad);
+}
+
+void bench_composed(benchmark::State& st, Shape sh, Phase ph, int threads) {
+  namespace F = xg::nn::functional;
+  xg::set_num_threads(threads);
+  const auto d = sh.bn();
+  const xg::Shape shape(sh.dims.begin(), sh.dims.end());
+  const bool train = ph != Phase::EvalFwd;
+  xg::Tensor x = tensor_of(randn(sh.numel(), 1), shape, train);
+  const xg::Tensor dy = tensor_of(randn(sh.numel(), 2), shape, false);
+  xg::Tensor w = tensor_of(randn(d.C, 3, 1.f, 0.2f), {d.C}, train), b = tensor_of(randn(d.C, 4), {d.C}, train);
+  const xg::Tensor rm = xg::zeros({d.C}), rv = xg::ones({d.C});
+  switch (ph) {
+    case Phase::TrainFwd:
+      for (auto _ : st) {
+        xg::Tensor y = F::batch_norm(x, rm, rv, w, b, true, kMomentum, kEps);
+        benchmark::DoNotOptimize(y.data_ptr<float>());
+      }
+      break;
+    case Phase::Bwd: {
+      const xg::Tensor y = F::batch_norm(x, rm, rv, w, b, true, kMomentum, kEps);
+      for (auto _ : st) {
+        for (xg::Tensor* t : {&x, &w, &b}) t->zero_grad(true);
+        y.backward(dy, /*retain_graph=*/true);
+        benchmark::DoNotOptimize(x.grad().data_ptr<float>());
+      }
+      break;
+    }
+    case Phase::EvalFwd:
+      for (auto _ : st) {
+        xg::Tensor y = F::batch_norm(x, rm, rv, w, b, false, kMomentum, kEps);
+        benchmark::DoNotOptimize(y.data_ptr<float>());
+      }
+      break;
+  }
+  set_counters(st, sh, ph, threads);
+}
 
 // ------------------------------------------------------------------------------------------ oneDNN 2.6
 #if defined(XGRAD_HAVE_ONEDNN)
@@ -301,7 +346,7 @@ void register_all() {
               ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
         };
         reg("fused", [=](benchmark::State& st) { bench_fused(st, sh, ph, t); });
-        // composed: reg("composed", [=](benchmark::State& st) { bench_composed(st, sh, ph, t); });
+        reg("composed", [=](benchmark::State& st) { bench_composed(st, sh, ph, t); });
 #if defined(XGRAD_HAVE_ONEDNN)
         if (sh.dims.size() == 2) {
           reg("onednn_nc", [=](benchmark::State& st) { bench_onednn(st, sh, ph, t, dnnl::memory::format_tag::nc); });
