@@ -242,8 +242,9 @@ TEST_CASE("xgrad-lab: the same seed gives the same metrics, another seed others"
 #ifdef XGRAD_LAB_BUILT
 #include "lab.h"
 
-// Plain-line mode (not a terminal): "<label>: <percent>% (<done>/<total>) ...". Ten cheap units of cost 1 and
-// two expensive ones of cost 45: after the cheap ones 10% of the cost is done, not 10/12 = 83%.
+// Plain-line mode (not a terminal): "<label>: <percent>% (<done>/<total>, % weighted by cost) ...". Ten cheap
+// units of cost 1 and two expensive ones of cost 45: after the cheap ones 10% of the cost is done, not
+// 10/12 = 83%.
 TEST_CASE("Progress: with unit costs the percentage and the ETA follow the cost, not the unit count") {
   std::FILE* f = std::tmpfile();
   REQUIRE(f != nullptr);
@@ -261,9 +262,9 @@ TEST_CASE("Progress: with unit costs the percentage and the ETA follow the cost,
   for (int ch = std::fgetc(f); ch != EOF; ch = std::fgetc(f)) out += static_cast<char>(ch);
   std::fclose(f);
   INFO(out);
-  CHECK(out.find("job:  10% (10/12)") != std::string::npos);
-  CHECK(out.find("job:  55% (11/12)") != std::string::npos);
-  CHECK(out.find("job: 100% (12/12)") != std::string::npos);
+  CHECK(out.find("job:  10% (10/12, % weighted by cost)") != std::string::npos);
+  CHECK(out.find("job:  55% (11/12, % weighted by cost)") != std::string::npos);
+  CHECK(out.find("job: 100% (12/12, % weighted by cost)") != std::string::npos);
   CHECK(out.find("83%") == std::string::npos);
 }
 

@@ -314,8 +314,9 @@ void Progress::draw(bool force) {
     std::fprintf(out_, "\r\033[K%s [%s] %3.0f%% %.0f/s %s  %s", label_.c_str(), bar.c_str(), frac * 100, rate,
                  eta.c_str(), status_.c_str());
   } else {
-    std::fprintf(out_, "%s: %3.0f%% (%zu/%zu) %.0f/s %s  %s\n", label_.c_str(), frac * 100, done_, total_, rate,
-                 eta.c_str(), status_.c_str());
+    // with unit costs the count and the percentage measure different things: say so
+    std::fprintf(out_, "%s: %3.0f%% (%zu/%zu%s) %.0f/s %s  %s\n", label_.c_str(), frac * 100, done_, total_,
+                 total_cost_ > 0 ? ", % weighted by cost" : "", rate, eta.c_str(), status_.c_str());
   }
   std::fflush(out_);
 }
