@@ -199,31 +199,31 @@ template <class T, class F>
 //   otherwise:  the output cannot stay cached: stream it (saves the read-for-ownership, a third of the
 //               DRAM traffic of the elementwise pass).
 // Only the store instruction changes, never the arithmetic: the choice may depend on the thread count.
+// A cache size in bytes from sysconf (level 2 or 3), or 0 when the system does not say.
+inline std::size_t sysconf_cache_bytes([[maybe_unused]] int level) {
+  long r = 0;
+#if defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  r = sysconf(level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#endif
+  return r > 0 ? std::size_t(r) : 0;
+}
+
+// Unknown (VMs often say 0): 32 MiB. Capped at 32 MiB as well: a VM may report the sum over the host's core
+// complexes (508 MiB seen on a 2-vCPU Zen 4 guest), while the cores a thread runs on share one complex's L3
+// (32 MiB on Zen 4) with other tenants.
 inline std::size_t l3_bytes() {
   static const std::size_t v = [] {
-    std::size_t b = 0;
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    const long r = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (r > 0) b = std::size_t(r);
-#endif
-    // unknown (VMs often say 0): 32 MiB. Capped at 32 MiB as well: a VM may report the sum over the
-    // host's core complexes (508 MiB seen on a 2-vCPU Zen 4 guest), while the cores a thread runs on share
-    // one complex's L3 (32 MiB on Zen 4) with other tenants.
-    const std::size_t cap = std::size_t(32) << 20;
+    const std::size_t b = sysconf_cache_bytes(3), cap = std::size_t(32) << 20;
     return b >= (std::size_t(1) << 20) ? std::min(b, cap) : cap;
   }();
   return v;
 }
 
-// Per-core L2 size (the fused schedule's re-read pass is sized to it).
+// Per-core L2 size (the fused schedule's re-read pass is sized to it); unknown: 1 MiB.
 inline std::size_t l2_bytes() {
   static const std::size_t v = [] {
-    std::size_t b = 0;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    const long r = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (r > 0) b = std::size_t(r);
-#endif
-    return b >= (std::size_t(128) << 10) ? b : std::size_t(1) << 20;  // unknown: 1 MiB
+    const std::size_t b = sysconf_cache_bytes(2);
+    return b >= (std::size_t(128) << 10) ? b : std::size_t(1) << 20;
   }();
   return v;
 }
