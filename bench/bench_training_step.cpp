@@ -10,12 +10,14 @@
 //   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DXGRAD_BENCH_LIBTORCH=ON
 //   cmake --build build --target bench_training_step && build/bin/bench_training_step
 //   build/bin/bench_training_step --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+//   (--default-malloc: run with glibc's default malloc policy instead of xg::keep_freed_memory)
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "xgrad/xgrad.h"
 
@@ -192,6 +194,18 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Freed buffers stay in the process (xg::keep_freed_memory, process-wide: libtorch's allocations too), so a
+  // step does not page-fault its tensors back in; --default-malloc keeps glibc's default policy instead.
+  bool keep = true;
+  int kept_argc = 0;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--default-malloc") keep = false;
+    else argv[kept_argc++] = argv[i];
+  }
+  argc = kept_argc;
+  const bool kept = keep && xg::keep_freed_memory();
+  benchmark::AddCustomContext("openblas_core", xg::blas::core_name());
+  benchmark::AddCustomContext("malloc", kept ? "freed memory kept (xg::keep_freed_memory)" : "glibc default");
   xg::set_num_threads(1);
   benchmark::RegisterBenchmark("step/xgrad/mlp", BM_xgrad_mlp)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("step/xgrad/mlp_bn", BM_xgrad_mlp_bn)->Unit(benchmark::kMicrosecond);

@@ -1,5 +1,8 @@
 // matmul (2-d, numpy's 1-d rules, batched with broadcast batch axes) and linear: values against triple loops,
 // gradchecks in float64, float32 through sgemm.
+#include <cstdlib>
+#include <string>
+
 #include "testing.h"
 
 using namespace xgt;
@@ -97,4 +100,10 @@ TEST_CASE("linear: y = x·Wᵀ + b with PyTorch's layout; values and gradcheck")
   // float32 goes through sgemm.
   const Tensor y32 = xg::linear(x.to(kFloat32), w.detach().to(kFloat32), bias.detach().to(kFloat32));
   check_values(y32, {2, 3}, xg::linear(x, w, bias).to_vector(), 1e-5);
+}
+
+TEST_CASE("blas::core_name names the kernel set OpenBLAS runs") {
+  const std::string core = xg::blas::core_name();
+  CHECK_FALSE(core.empty());
+  if (const char* env = std::getenv("OPENBLAS_CORETYPE")) CHECK(core == env);  // set and valid: OpenBLAS obeys
 }

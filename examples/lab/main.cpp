@@ -1,6 +1,6 @@
 // xgrad-lab — the bundled BatchNorm experiments, one subcommand each (run `xgrad-lab --help`).
 //
-//   xgrad-lab all --out results            # everything the README shows (about 10 minutes on 2 cores)
+//   xgrad-lab all --out results            # everything the README shows (about 2 minutes on 2 cores)
 //   xgrad-lab lr-sweep --quick             # CI-sized (under a minute)
 //   xgrad-lab convergence --steps 50000    # the paper's budget
 //
@@ -50,6 +50,9 @@ void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A training step frees and reallocates the same large tensors; keep them in the process instead of
+  // page-faulting them back in every step (see xgrad/memory.h: 2x on the MLP steps of a 2-vCPU VM).
+  xg::keep_freed_memory();
   CLI::App app{"xgrad-lab: what BatchNorm does to learning-rate tolerance and convergence, on Fashion-MNIST.\n"
                "Reproduces Ioffe & Szegedy 2015 (Figure 1) and Santurkar et al. 2018 (Figures 1 and 2) at a small "
                "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};
@@ -121,7 +124,7 @@ int main(int argc, char** argv) {
 
   // ---- all -------------------------------------------------------------------------------------------------------
   auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
-                                        "report (about 10 minutes on 2 cores; --quick for CI)");
+                                        "report (about 2 minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny);
 
   CLI11_PARSE(app, argc, argv);

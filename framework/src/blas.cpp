@@ -23,4 +23,9 @@ void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, double 
               a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
+std::string core_name() {
+  const char* n = openblas_get_corename();
+  return n ? std::string(n) : std::string();
+}
+
 }  // namespace xg::blas

@@ -3,10 +3,12 @@
 
 #include "xgrad/anomaly.h"
 #include "xgrad/autograd.h"
+#include "xgrad/blas.h"
 #include "xgrad/common.h"
 #include "xgrad/data.h"
 #include "xgrad/gradcheck.h"
 #include "xgrad/graph.h"
+#include "xgrad/memory.h"
 #include "xgrad/ops.h"
 #include "xgrad/random.h"
 #include "xgrad/serialize.h"
