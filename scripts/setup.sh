@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake      # g++ 12, make, CMake 3.25
   libxtensor-dev libxsimd-dev xtl-dev   # tensors and SIMD
-  libopenblas-dev            # GEMM for matmul / Linear / Conv2d
+  libopenblas-dev            # GEMM for matmul / Linear / Conv2d (float64)
+  libdnnl-dev                # oneDNN: float32 GEMM (JIT kernels for the CPU at hand)
   libfmt-dev                 # formatting
   zlib1g-dev                 # .gz IDX files, .npz CRCs
   libcli11-dev               # xgrad-lab's command line

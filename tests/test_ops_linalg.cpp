@@ -1,5 +1,6 @@
 // matmul (2-d, numpy's 1-d rules, batched with broadcast batch axes) and linear: values against triple loops,
 // gradchecks in float64, float32 through sgemm.
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -106,4 +107,89 @@ TEST_CASE("blas::core_name names the kernel set OpenBLAS runs") {
   const std::string core = xg::blas::core_name();
   CHECK_FALSE(core.empty());
   if (const char* env = std::getenv("OPENBLAS_CORETYPE")) CHECK(core == env);  // set and valid: OpenBLAS obeys
+}
+
+// xg::blas::gemm in float32 on both backends (oneDNN's sgemm when built with it, OpenBLAS's) against a float64
+// triple loop: every transpose combination, row strides wider than the rows, alpha/beta (beta = 0 must not
+// read C), k = 0, and products big enough to be cut into pieces for the thread pool (1 and 2 threads).
+namespace {
+struct GemmCase {
+  bool ta, tb;
+  std::size_t m, n, k;
+  float alpha, beta;
+};
+
+// Stored A is [m, k] (or [k, m] when transposed), B is [k, n] (or [n, k]); each row padded by 3 entries.
+void check_gemm(const GemmCase& t, std::uint64_t seed) {
+  xg::Generator g(seed);
+  const std::size_t ar = t.ta ? t.k : t.m, ac = t.ta ? t.m : t.k, br = t.tb ? t.n : t.k, bc = t.tb ? t.k : t.n;
+  const std::size_t lda = ac + 3, ldb = bc + 3, ldc = t.n + 3;
+  std::vector<float> a(ar * lda), b(br * ldb), c(t.m * ldc);
+  for (auto& v : a) v = static_cast<float>(g.uniform() * 2 - 1);
+  for (auto& v : b) v = static_cast<float>(g.uniform() * 2 - 1);
+  for (auto& v : c) v = static_cast<float>(g.uniform() * 2 - 1);
+  if (t.beta == 0.0f)  // C's old values must not be read: a NaN there would show
+    for (std::size_t i = 0; i < t.m; ++i) c[i * ldc] = std::nanf("");
+  const auto A = [&](std::size_t i, std::size_t q) { return double(t.ta ? a[q * lda + i] : a[i * lda + q]); };
+  const auto B = [&](std::size_t q, std::size_t j) { return double(t.tb ? b[j * ldb + q] : b[q * ldb + j]); };
+  std::vector<double> want(t.m * t.n);
+  for (std::size_t i = 0; i < t.m; ++i)
+    for (std::size_t j = 0; j < t.n; ++j) {
+      double s = 0;
+      for (std::size_t q = 0; q < t.k; ++q) s += A(i, q) * B(q, j);
+      want[i * t.n + j] = t.alpha * s + (t.beta == 0.0f ? 0.0 : t.beta * double(c[i * ldc + j]));
+    }
+  const double tol = 1e-6 * (double(t.k) + 4);  // float32 rounding of k products of values in [-1, 1]
+  for (const auto backend : {xg::blas::SgemmBackend::OneDNN, xg::blas::SgemmBackend::OpenBLAS}) {
+    if (backend == xg::blas::SgemmBackend::OneDNN && !xg::blas::have_onednn()) continue;
+    xg::blas::set_sgemm_backend(backend);
+    for (int threads : {1, 2}) {
+      xg::set_num_threads(threads);
+      std::vector<float> got = c;
+      xg::blas::gemm(t.ta, t.tb, t.m, t.n, t.k, t.alpha, a.data(), lda, b.data(), ldb, t.beta, got.data(), ldc);
+      INFO(xg::blas::sgemm_backend_name(), ", ", threads, " thread(s), ta=", t.ta, " tb=", t.tb, " m=", t.m,
+           " n=", t.n, " k=", t.k, " alpha=", t.alpha, " beta=", t.beta);
+      double worst = 0;
+      for (std::size_t i = 0; i < t.m; ++i)
+        for (std::size_t j = 0; j < t.n; ++j)
+          worst = std::max(worst, std::abs(double(got[i * ldc + j]) - want[i * t.n + j]));
+      CHECK(worst <= tol);
+      // the padding between rows of C is never written
+      for (std::size_t i = 0; i < t.m; ++i)
+        for (std::size_t j = t.n; j < ldc; ++j) CHECK(got[i * ldc + j] == c[i * ldc + j]);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("blas::gemm float32: oneDNN and OpenBLAS against a float64 triple loop") {
+  const auto backend = xg::blas::sgemm_backend();
+  const int threads = xg::get_num_threads();
+  std::uint64_t seed = 500;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      check_gemm({ta, tb, 5, 7, 3, 1.0f, 0.0f}, seed++);
+      check_gemm({ta, tb, 17, 33, 20, 0.5f, 1.0f}, seed++);
+      check_gemm({ta, tb, 1, 1, 1, 2.0f, -1.0f}, seed++);
+      check_gemm({ta, tb, 4, 3, 0, 1.0f, 0.5f}, seed++);       // k = 0: C = beta · C
+      check_gemm({ta, tb, 64, 200, 96, 1.0f, 0.0f}, seed++);   // wide: cut into blocks of columns
+      check_gemm({ta, tb, 150, 9, 800, 1.0f, 1.0f}, seed++);   // narrow: cut into blocks of rows
+    }
+  xg::blas::set_sgemm_backend(backend);
+  xg::set_num_threads(threads);
+}
+
+TEST_CASE("blas: the float32 backend can be chosen and names itself") {
+  const auto before = xg::blas::sgemm_backend();
+  xg::blas::set_sgemm_backend(xg::blas::SgemmBackend::OpenBLAS);
+  CHECK(xg::blas::sgemm_backend() == xg::blas::SgemmBackend::OpenBLAS);
+  CHECK(xg::blas::sgemm_backend_name() == "OpenBLAS");
+  if (xg::blas::have_onednn()) {
+    xg::blas::set_sgemm_backend(xg::blas::SgemmBackend::OneDNN);
+    CHECK(xg::blas::sgemm_backend_name().rfind("oneDNN ", 0) == 0);
+  } else {
+    CHECK_THROWS_WITH_AS(xg::blas::set_sgemm_backend(xg::blas::SgemmBackend::OneDNN),
+                         doctest::Contains("built without oneDNN"), std::invalid_argument);
+  }
+  xg::blas::set_sgemm_backend(before);
 }

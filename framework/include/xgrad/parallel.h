@@ -32,8 +32,8 @@
 
 namespace xg {
 
-/// Set the number of threads used by parallel_for (n >= 1, else std::invalid_argument) and by OpenBLAS
-/// (calls openblas_set_num_threads(n)). Joins and recreates the workers: do not call it while a parallel_for
+/// Set the number of threads used by parallel_for (n >= 1, else std::invalid_argument) — and so by float32
+/// GEMMs on oneDNN, which run as pieces on this pool — and by OpenBLAS (calls openblas_set_num_threads(n)). Joins and recreates the workers: do not call it while a parallel_for
 /// is running.
 void set_num_threads(int n);
 
