@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "xgrad/blas.h"
+
 namespace fs = std::filesystem;
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -51,10 +53,11 @@ fs::path temp_dir(const std::string& name) {
   return d;
 }
 
-// Runs xgrad-lab with `args`; returns its exit code, with stdout+stderr in `log`.
-int run_lab(const std::string& args, const fs::path& dir, std::string& log) {
+// Runs xgrad-lab with `args` (and environment assignments `env`, e.g. "VAR=value "); returns its exit code,
+// with stdout+stderr in `log`.
+int run_lab(const std::string& args, const fs::path& dir, std::string& log, const std::string& env = "") {
   const fs::path out = dir / "log.txt";
-  const std::string cmd = std::string("'") + XGRAD_BINARY_DIR + "/bin/xgrad-lab' " + args + " > '" + out.string() + "' 2>&1";
+  const std::string cmd = env + "'" + XGRAD_BINARY_DIR + "/bin/xgrad-lab' " + args + " > '" + out.string() + "' 2>&1";
   const int rc = std::system(cmd.c_str());
   log = read_text(out);
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -125,6 +128,9 @@ TEST_CASE("xgrad-lab: bad arguments give a clear error and a non-zero exit") {
   CHECK(run_lab("lr-sweep --bn-impl magic", dir, log) != 0);
   CHECK_MESSAGE(log.find("--bn-impl") != std::string::npos, log);
   CHECK(run_lab("", dir, log) != 0);  // a subcommand is required
+  CHECK(run_lab("convergence --tiny --out '" + (dir / "o").string() + "'", dir, log, "XGRAD_SGEMM=magic ") == 1);
+  CHECK_MESSAGE(log.find("XGRAD_SGEMM must be 'onednn' or 'openblas', got 'magic'") != std::string::npos, log);
+  CHECK_FALSE(fs::exists(dir / "o" / "report.md"));
   fs::remove_all(dir);
 }
 
@@ -205,7 +211,7 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
 
   // ---- summary.json and report.md ------------------------------------------------------------------------------
   const std::string js = read_text(out / "summary.json");
-  for (const char* key : {"\"config\"", "\"seed\": 1", "\"mode\"", "\"bn_impl_used\"", "\"versions\"", "\"xgrad\"",
+  for (const char* key : {"\"config\"", "\"seed\": 1", "\"mode\"", "\"bn_impl_used\"", "\"versions\"", "\"xgrad\"", "\"sgemm\"",
                           "\"timings\"", "\"steps_per_second\"", "\"verdicts\"", "\"lr-sweep\"", "\"convergence\"",
                           "\"noisy-bn\"", "\"largest_lr_that_trains\"", "\"runs\""})
     CHECK_MESSAGE(js.find(key) != std::string::npos, key);
@@ -218,14 +224,19 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
   fs::remove_all(dir);
 }
 
-TEST_CASE("xgrad-lab: the same seed gives the same metrics, another seed others") {
+// With float32 GEMMs on oneDNN (cut into independent pieces of the output, xgrad/blas.h) and xgrad's own
+// kernels (thread-count-independent blocking, xgrad/parallel.h), the thread count does not change the bits
+// either; with OpenBLAS's sgemm it would, so then both runs use 2 threads.
+TEST_CASE("xgrad-lab: the same seed gives the same metrics (for any thread count), another seed others") {
   if (!lab_available()) return;
   REQUIRE(data_available());
   const auto dir = temp_dir("seed");
   std::string log;
   const std::string common = " lr-sweep --tiny --models mlp --lrs 0.1 --out '";
-  REQUIRE_MESSAGE(run_lab(common.substr(1) + (dir / "a").string() + "' --seed 5", dir, log) == 0, log);
-  REQUIRE_MESSAGE(run_lab(common.substr(1) + (dir / "b").string() + "' --seed 5", dir, log) == 0, log);
+  const std::string threads_b = xg::blas::have_onednn() ? "1" : "2";
+  REQUIRE_MESSAGE(run_lab(common.substr(1) + (dir / "a").string() + "' --seed 5 --threads 2", dir, log) == 0, log);
+  REQUIRE_MESSAGE(run_lab(common.substr(1) + (dir / "b").string() + "' --seed 5 --threads " + threads_b, dir, log) == 0,
+                  log);
   REQUIRE_MESSAGE(run_lab(common.substr(1) + (dir / "c").string() + "' --seed 6", dir, log) == 0, log);
   const std::string a = read_text(dir / "a" / "metrics.csv"), b = read_text(dir / "b" / "metrics.csv"),
                     c = read_text(dir / "c" / "metrics.csv");

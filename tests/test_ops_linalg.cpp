@@ -111,7 +111,8 @@ TEST_CASE("blas::core_name names the kernel set OpenBLAS runs") {
 
 // xg::blas::gemm in float32 on both backends (oneDNN's sgemm when built with it, OpenBLAS's) against a float64
 // triple loop: every transpose combination, row strides wider than the rows, alpha/beta (beta = 0 must not
-// read C), k = 0, and products big enough to be cut into pieces for the thread pool (1 and 2 threads).
+// read C), k = 0, and products big enough to be cut into pieces for the thread pool (1 and 2 threads; on
+// oneDNN both give the same bits), among them the CNN benchmark's convolution products.
 namespace {
 struct GemmCase {
   bool ta, tb;
@@ -143,6 +144,7 @@ void check_gemm(const GemmCase& t, std::uint64_t seed) {
   for (const auto backend : {xg::blas::SgemmBackend::OneDNN, xg::blas::SgemmBackend::OpenBLAS}) {
     if (backend == xg::blas::SgemmBackend::OneDNN && !xg::blas::have_onednn()) continue;
     xg::blas::set_sgemm_backend(backend);
+    std::vector<float> one_thread;
     for (int threads : {1, 2}) {
       xg::set_num_threads(threads);
       std::vector<float> got = c;
@@ -157,6 +159,9 @@ void check_gemm(const GemmCase& t, std::uint64_t seed) {
       // the padding between rows of C is never written
       for (std::size_t i = 0; i < t.m; ++i)
         for (std::size_t j = t.n; j < ldc; ++j) CHECK(got[i * ldc + j] == c[i * ldc + j]);
+      // oneDNN's pieces are independent products over the full k: 2 threads give the same bits as 1
+      if (threads == 1) one_thread = got;
+      else if (backend == xg::blas::SgemmBackend::OneDNN) CHECK(got == one_thread);
     }
   }
 }
@@ -175,6 +180,10 @@ TEST_CASE("blas::gemm float32: oneDNN and OpenBLAS against a float64 triple loop
       check_gemm({ta, tb, 64, 200, 96, 1.0f, 0.0f}, seed++);   // wide: cut into blocks of columns
       check_gemm({ta, tb, 150, 9, 800, 1.0f, 1.0f}, seed++);   // narrow: cut into blocks of rows
     }
+  // conv2 of bench_training_step's CNN, one image: forward w·col, dW += dy·colᵀ, dcol = wᵀ·dy
+  check_gemm({false, false, 64, 784, 288, 1.0f, 0.0f}, seed++);
+  check_gemm({false, true, 64, 288, 784, 1.0f, 1.0f}, seed++);
+  check_gemm({true, false, 288, 784, 64, 1.0f, 0.0f}, seed++);
   xg::blas::set_sgemm_backend(backend);
   xg::set_num_threads(threads);
 }

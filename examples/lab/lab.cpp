@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "xgrad/blas.h"
 #include "xgrad/common.h"
 
 extern "C" char* openblas_get_config(void);  // OpenBLAS's build description (cblas.h declares it too)
@@ -488,6 +489,7 @@ Json versions() {
   v["cli11"] = CLI11_VERSION;
   v["zlib"] = zlibVersion();
   v["openblas"] = openblas_get_config();
+  v["sgemm"] = xg::blas::sgemm_backend_name();  // what runs the float32 products (xgrad/blas.h)
   v["gnuplot"] = gnuplot_version();
   return v;
 }

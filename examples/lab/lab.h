@@ -264,7 +264,7 @@ std::string short_number(double v);
 /// A percentage with one decimal: "87.4%" ("n/a" for NaN).
 std::string percent(double fraction);
 
-/// Versions of what the run used: xgrad, compiler, CLI11, zlib, OpenBLAS, gnuplot.
+/// Versions of what the run used: xgrad, compiler, CLI11, zlib, OpenBLAS, the float32 GEMM backend, gnuplot.
 Json versions();
 
 }  // namespace lab
