@@ -205,6 +205,7 @@ int main(int argc, char** argv) {
   argc = kept_argc;
   const bool kept = keep && xg::keep_freed_memory();
   benchmark::AddCustomContext("openblas_core", xg::blas::core_name());
+  benchmark::AddCustomContext("sgemm", xg::blas::sgemm_backend_name());
   benchmark::AddCustomContext("malloc", kept ? "freed memory kept (xg::keep_freed_memory)" : "glibc default");
   xg::set_num_threads(1);
   benchmark::RegisterBenchmark("step/xgrad/mlp", BM_xgrad_mlp)->Unit(benchmark::kMicrosecond);
