@@ -177,8 +177,9 @@ TEST_CASE("blas::gemm float32: oneDNN and OpenBLAS against a float64 triple loop
       check_gemm({ta, tb, 17, 33, 20, 0.5f, 1.0f}, seed++);
       check_gemm({ta, tb, 1, 1, 1, 2.0f, -1.0f}, seed++);
       check_gemm({ta, tb, 4, 3, 0, 1.0f, 0.5f}, seed++);       // k = 0: C = beta · C
-      check_gemm({ta, tb, 64, 200, 96, 1.0f, 0.0f}, seed++);   // wide: cut into blocks of columns
-      check_gemm({ta, tb, 150, 9, 800, 1.0f, 1.0f}, seed++);   // narrow: cut into blocks of rows
+      // at least 2^25 multiply-adds: on 2 threads, cut into blocks of columns (wide C) or rows (narrow C)
+      check_gemm({ta, tb, 128, 1030, 256, 1.0f, 0.0f}, seed++);
+      check_gemm({ta, tb, 1030, 40, 1024, 1.0f, 1.0f}, seed++);
     }
   // conv2 of bench_training_step's CNN, one image: forward w·col, dW += dy·colᵀ, dcol = wᵀ·dy
   check_gemm({false, false, 64, 784, 288, 1.0f, 0.0f}, seed++);

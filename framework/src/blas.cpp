@@ -71,11 +71,18 @@ void onednn_sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k,
 
 // The product cut into pieces of C run by xgrad's pool: blocks of 16 columns (one AVX-512 vector) when C is
 // wide, else blocks of 8 rows. Each piece is C[rows, cols] = alpha · op(A)[rows, :] · op(B)[:, cols] + beta ·
-// C[rows, cols] over the full k, so the pieces are independent. Products under ~1M multiply-adds run whole.
+// C[rows, cols] over the full k, so the pieces are independent.
+//
+// Only products of at least kMinParallelMacs multiply-adds (≈ 0.2 ms on one core) are cut. Smaller ones
+// run faster in a tight benchmark loop on two threads (a 60x100x784 product 1.2x, 64x784x288 1.6x), but in a
+// training run, where other ops come between the products and the worker has gone to sleep, waking it cost
+// more than it saved: in three alternating runs of xgrad-lab noisy-bn (MLP, batch 128, 100 units) on 2 threads
+// on the 2-vCPU reference machine, a threshold of 2^20 took 2-10% longer than 2^25.
+constexpr double kMinParallelMacs = double(1 << 25);
+
 void onednn_sgemm_parallel(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, float alpha,
                            const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
                            std::size_t ldc) {
-  constexpr double kMinParallelMacs = 1 << 20;
   if (in_parallel_region() || get_num_threads() == 1 || double(m) * double(n) * double(k) < kMinParallelMacs)
     return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (n >= m || n >= 64) {

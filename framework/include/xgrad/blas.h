@@ -7,9 +7,11 @@
 // machine (docs/benchmarks.md) they are about 2x faster than OpenBLAS's for the convolutions' products.
 // oneDNN has no float64 GEMM.
 //
-// Threads: a float32 product on oneDNN is cut into blocks of C's columns (or rows) run by xgrad's own pool
-// (xg::parallel_for), each block one single-threaded oneDNN call, so oneDNN never starts OpenMP threads of its
-// own; OpenBLAS uses its own threads (xg::set_num_threads sets their number too).
+// Threads: a float32 product on oneDNN of at least 2^25 multiply-adds is cut into blocks of C's columns (or
+// rows) run by xgrad's own pool (xg::parallel_for), each block one single-threaded oneDNN call over the full k,
+// so oneDNN never starts OpenMP threads of its own and the bits do not depend on the thread count; smaller
+// products run whole on the calling thread. OpenBLAS uses its own threads (xg::set_num_threads sets their
+// number too).
 #pragma once
 
 #include <cstddef>
