@@ -209,8 +209,8 @@ inline std::size_t sysconf_cache_bytes([[maybe_unused]] int level) {
 }
 
 // Unknown (VMs often say 0): 32 MiB. Capped at 32 MiB as well: a VM may report the sum over the host's core
-// complexes (508 MiB seen on a 2-vCPU Zen 4 guest), while the cores a thread runs on share one complex's L3
-// (32 MiB on Zen 4) with other tenants.
+// complexes (508 MiB seen on a 2-vCPU Zen 5 guest), while the cores a thread runs on share one complex's L3
+// (32 MiB on Zen 5) with other tenants.
 inline std::size_t l3_bytes() {
   static const std::size_t v = [] {
     const std::size_t b = sysconf_cache_bytes(3), cap = std::size_t(32) << 20;
@@ -264,7 +264,7 @@ struct Blocking {
 // reread > 0: the caller runs the FUSED schedule (statistics of a block, then its elementwise pass re-reading
 // `reread` tensors of the block: x in the forward, dy and x in the backward). The block is then sized so that
 // what the second pass re-reads stays in this core's L2 (at most 40% of it; the rest holds the output lines
-// and the prefetched next block): DRAM is read once. Measured on Zen 4 (1 MiB L2), [64, 64, 32, 32]: one
+// and the prefetched next block): DRAM is read once. Measured on Zen 5 (1 MiB L2), [64, 64, 32, 32]: one
 // channel per block (256 KiB of x) makes the forward 1.45x and the backward 1.6x faster than four channels
 // (1 MiB, re-read from L3). Blocks never go above what makes rows >= 4096 values long, as for reread == 0.
 template <class T>
