@@ -203,3 +203,19 @@ TEST_CASE("blas: the float32 backend can be chosen and names itself") {
   }
   xg::blas::set_sgemm_backend(before);
 }
+
+TEST_CASE("blas::gemm: k = 0 with beta = 0 writes zeros without reading C, in both dtypes") {
+  float cf[4] = {std::nanf(""), std::nanf(""), 5.0f, std::nanf("")};
+  xg::blas::gemm(false, false, 2, 1, 0, 1.0f, nullptr, 1, nullptr, 1, 0.0f, cf, 2);  // rows 0 and 1, column 0
+  CHECK(cf[0] == 0.0f);
+  CHECK(cf[2] == 0.0f);
+  CHECK(std::isnan(cf[1]));  // outside C (ldc = 2, n = 1): untouched
+  double cd[2] = {std::nan(""), 4.0};
+  xg::blas::gemm(false, false, 1, 2, 0, 1.0, nullptr, 1, nullptr, 2, 0.0, cd, 2);
+  CHECK(cd[0] == 0.0);
+  CHECK(cd[1] == 0.0);
+  double ce[2] = {3.0, -1.0};  // beta = 2: C = 2·C
+  xg::blas::gemm(false, false, 1, 2, 0, 1.0, nullptr, 1, nullptr, 2, 2.0, ce, 2);
+  CHECK(ce[0] == 6.0);
+  CHECK(ce[1] == -2.0);
+}

@@ -32,6 +32,7 @@ TEST_CASE("factories") {
   xg::Tensor i = xg::eye(3);                           // 3×3 identity
   xg::Tensor v = xg::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});  // row-major
   xg::Tensor t = xg::tensor({{1, 2, 3}, {4, 5, 6}});   // the same from nested lists
+  xg::Tensor e = xg::empty({2, 3});                    // values unspecified: for an output written whole
   // [/factories]
   check_values(z, {2, 3}, std::vector<double>(6, 0.0));
   CHECK(z.dtype() == kFloat32);
@@ -68,6 +69,16 @@ TEST_CASE("factories") {
   check_values(xg::full_like(like, -2), {2, 2}, {-2, -2, -2, -2});
   CHECK(xg::full_like(like, -2).dtype() == kFloat64);
   CHECK(xg::zeros({0, 3}).numel() == 0);
+  CHECK(e.shape() == Shape{2, 3});
+  CHECK(e.dtype() == kFloat32);
+  const Tensor e64 = xg::empty_like(like);
+  CHECK(e64.shape() == Shape{2, 2});
+  CHECK(e64.dtype() == kFloat64);
+  CHECK(xg::empty({3}, kFloat64, true).requires_grad());
+  CHECK(xg::empty({0, 3}).numel() == 0);
+#ifdef XGRAD_POISON_EMPTY  // sanitizer builds: every value NaN, so an unwritten value shows up
+  for (double v : e64.to_vector()) CHECK(std::isnan(v));
+#endif
 }
 
 TEST_CASE("metadata and element access") {

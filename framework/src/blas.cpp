@@ -24,6 +24,13 @@ namespace {
 
 CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
+// C = beta · C, the product of an empty sum (k == 0); C is not read when beta == 0 (it may be unwritten memory).
+template <class T>
+void scale_only(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc) {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+}
+
 // -1: not chosen yet (resolved from XGRAD_SGEMM at the first product), else a SgemmBackend.
 std::atomic<int> g_backend{-1};
 
@@ -136,11 +143,7 @@ std::string sgemm_backend_name() {
 void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a, std::size_t lda,
           const float* b, std::size_t ldb, float beta, float* c, std::size_t ldc) {
   if (m == 0 || n == 0) return;
-  if (k == 0) {  // an empty sum: C = beta · C (C not read when beta == 0)
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-    return;
-  }
+  if (k == 0) return scale_only(m, n, beta, c, ldc);
 #ifdef XGRAD_HAVE_ONEDNN
   if (current_backend() == SgemmBackend::OneDNN)
     return onednn_sgemm_parallel(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -152,6 +155,7 @@ void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, float a
 void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, double alpha, const double* a,
           std::size_t lda, const double* b, std::size_t ldb, double beta, double* c, std::size_t ldc) {
   if (m == 0 || n == 0) return;
+  if (k == 0) return scale_only(m, n, beta, c, ldc);
   cblas_dgemm(CblasRowMajor, tr(ta), tr(tb), static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha,
               a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }

@@ -17,8 +17,8 @@ Tensor bmm_raw(const Tensor& a, bool ta, const Tensor& b, bool tb) {
   const std::size_t batch = numel_of(cs);
   cs.push_back(n);
   cs.push_back(m);
-  Tensor c = zeros(cs, a.dtype());
-  if (k == 0) return c;
+  if (k == 0) return zeros(cs, a.dtype());  // a sum of no products
+  Tensor c = empty(cs, a.dtype());           // every entry written by the GEMMs (beta = 0)
   dispatch(a.dtype(), [&](auto t) {
     using T = decltype(t);
     const T* pa = a.data_ptr<T>();
@@ -70,7 +70,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const std::size_t in = ws[1], outf = ws[0], rows = x.numel() / std::max<std::size_t>(in, 1);
   Shape ys = xs;
   ys.back() = outf;
-  Tensor y = zeros(ys, x.dtype());
+  // written whole: bias rows then beta = 1, or beta = 0; only in == 0 without a bias leaves it at zero
+  Tensor y = in == 0 && !b.defined() ? zeros(ys, x.dtype()) : empty(ys, x.dtype());
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
     T* py = y.data_ptr<T>();
@@ -92,12 +93,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                        using T = decltype(t);
                        const T* pg = g.data_ptr<T>();
                        if (n[0]) {
-                         grads[0] = zeros(x.shape(), g.dtype());
+                         grads[0] = empty(x.shape(), g.dtype());  // beta = 0: written whole
                          blas::gemm(false, false, rows, in, outf, T(1), pg, outf, w.data_ptr<T>(), in, T(0),
                                     grads[0].data_ptr<T>(), in);
                        }
                        if (n[1]) {
-                         grads[1] = zeros(w.shape(), g.dtype());
+                         grads[1] = empty(w.shape(), g.dtype());
                          blas::gemm(true, false, outf, in, rows, T(1), pg, outf, x.data_ptr<T>(), in, T(0),
                                     grads[1].data_ptr<T>(), in);
                        }

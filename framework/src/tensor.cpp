@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 
 #include <xtensor/xbuilder.hpp>
 
@@ -207,6 +208,17 @@ Tensor ones(const Shape& shape, Dtype dtype, bool requires_grad) { return full(s
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
 Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
 Tensor full_like(const Tensor& t, double value) { return full(t.shape(), value, t.dtype()); }
+Tensor empty(const Shape& shape, Dtype dtype, bool requires_grad) {
+#ifdef XGRAD_POISON_EMPTY
+  return full(shape, std::numeric_limits<double>::quiet_NaN(), dtype, requires_grad);
+#else
+  return dispatch(dtype, [&](auto t) {
+    using T = decltype(t);
+    return Tensor(xt::xarray<T>::from_shape(shape), requires_grad);
+  });
+#endif
+}
+Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype()); }
 Tensor scalar(double value, Dtype dtype, bool requires_grad) { return full({}, value, dtype, requires_grad); }
 
 Tensor arange(double start, double end, double step, Dtype dtype) {

@@ -41,7 +41,7 @@ Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const T
   const Shape shape = input.shape();
   const kernels::BnDims d = bn_dims(shape);
   const Dtype dt = input.dtype();
-  Tensor y = zeros(shape, dt);
+  Tensor y = empty(shape, dt);  // every value written by the kernels below
 
   // The graph node's inputs: x, then weight and bias when present (their gradients come back in this order).
   std::vector<Tensor> inputs{input};
@@ -67,7 +67,7 @@ Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const T
           // Closed form (docs/batchnorm-fused.md): dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
           // dw = Σ dy·x̂, db = Σ dy — only the ones asked for.
           const Dtype dt = g.dtype();
-          Tensor dx = needs[0] ? zeros(x.shape(), dt) : Tensor();
+          Tensor dx = needs[0] ? empty(x.shape(), dt) : Tensor();  // written whole; dw, db are sums
           Tensor dw = has_w && needs[1] ? zeros({d.C}, dt) : Tensor();
           Tensor db = has_b && needs[has_w ? 2 : 1] ? zeros({d.C}, dt) : Tensor();
           dispatch(dt, [&](auto t) {

@@ -271,21 +271,13 @@ void conv_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, con
   }
 }
 
-// A tensor of the given shape whose values will all be overwritten (no zero fill).
-Tensor uninitialized(const Shape& shape, Dtype dtype) {
-  return dispatch(dtype, [&](auto t) {
-    using T = decltype(t);
-    return Tensor(xt::xarray<T>::from_shape(shape));
-  });
-}
-
 }  // namespace
 
 namespace functional {
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Size2 stride, Size2 padding) {
   const ConvGeometry g = conv_geometry(x, w, b, stride, padding);
-  Tensor y = uninitialized({g.N, g.O, g.Ho, g.Wo}, x.dtype());
+  Tensor y = empty({g.N, g.O, g.Ho, g.Wo}, x.dtype());
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
     conv_forward<T>(x.data_ptr<T>(), w.data_ptr<T>(), b.defined() ? b.data_ptr<T>() : nullptr, y.data_ptr<T>(), g);
@@ -296,7 +288,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Size2 stride, S
                    [x = x.detach(), w = w.detach(), g](const Tensor& gy, const std::vector<bool>& needs) {
                      std::vector<Tensor> grads(needs.size());
                      // dx is overwritten image by image; dw and db accumulate over the images
-                     if (needs[0]) grads[0] = uninitialized(x.shape(), x.dtype());
+                     if (needs[0]) grads[0] = empty(x.shape(), x.dtype());
                      for (std::size_t i = 1; i < needs.size(); ++i)
                        if (needs[i]) grads[i] = zeros(i == 1 ? w.shape() : Shape{g.O}, x.dtype());
                      dispatch(x.dtype(), [&](auto t) {

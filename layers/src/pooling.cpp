@@ -174,13 +174,6 @@ void avg_pool_backward(const T* dy, T* dx, const PoolGeometry& g, bool count_inc
   }
 }
 
-Tensor uninitialized(const Shape& shape, Dtype dtype) {
-  return dispatch(dtype, [&](auto t) {
-    using T = decltype(t);
-    return Tensor(xt::xarray<T>::from_shape(shape));
-  });
-}
-
 }  // namespace
 
 namespace functional {
@@ -189,7 +182,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
   const PoolGeometry g = pool_geometry("max_pool2d", x, kernel, stride, padding);
   if (g.H * g.W > std::numeric_limits<std::uint32_t>::max())
     fail("max_pool2d: planes of more than 2^32 pixels are not supported (input {})", shape_str(x.shape()));
-  Tensor y = uninitialized(pooled_shape(x, g), x.dtype());
+  Tensor y = empty(pooled_shape(x, g), x.dtype());
   // The winner of every window, saved for the backward (every entry is written by the forward).
   std::shared_ptr<std::uint32_t[]> argmax(new std::uint32_t[y.numel()]);
   const bool two_by_two = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
@@ -206,7 +199,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
                                                                              const std::vector<bool>&) {
     // dx[plane, argmax] += dy: each output pixel sends its gradient to the input pixel that won, 0 elsewhere.
     // When the windows tile the plane, dx is written window by window (no separate zero fill).
-    Tensor dx = tiles ? uninitialized(xs, gy.dtype()) : zeros(xs, gy.dtype());
+    Tensor dx = tiles ? empty(xs, gy.dtype()) : zeros(xs, gy.dtype());
     dispatch(gy.dtype(), [&](auto t) {
       using T = decltype(t);
       const T* pdy = gy.data_ptr<T>();
@@ -229,7 +222,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
 
 Tensor avg_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, bool count_include_pad) {
   const PoolGeometry g = pool_geometry("avg_pool2d", x, kernel, stride, padding);
-  Tensor y = uninitialized(pooled_shape(x, g), x.dtype());
+  Tensor y = empty(pooled_shape(x, g), x.dtype());
   dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
     avg_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), g, count_include_pad);

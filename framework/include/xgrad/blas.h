@@ -20,7 +20,8 @@
 namespace xg::blas {
 
 /// C[m,n] = alpha · op(A)[m,k] · op(B)[k,n] + beta · C, row-major; op(X) = Xᵀ when the flag is set.
-/// lda/ldb/ldc are the row strides of A, B and C as stored. With beta == 0, C's old values are not read.
+/// lda/ldb/ldc are the row strides of A, B and C as stored. With beta == 0, C's old values are not read (C may
+/// be unwritten memory, as from xg::empty), also when k == 0, where C = beta · C.
 void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a,
           std::size_t lda, const float* b, std::size_t ldb, float beta, float* c, std::size_t ldc);
 void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha, const double* a,

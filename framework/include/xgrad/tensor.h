@@ -173,6 +173,11 @@ Tensor full(const Shape& shape, double value, Dtype dtype = kFloat32, bool requi
 Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor full_like(const Tensor& t, double value);
+/// A tensor whose values are unspecified (PyTorch's torch::empty), for an output that is then written
+/// entirely: it skips the fill that zeros() pays for. In builds configured with XGRAD_SANITIZE=ON every value
+/// is NaN instead, so that a value read before it is written shows up in the tests.
+Tensor empty(const Shape& shape, Dtype dtype = kFloat32, bool requires_grad = false);
+Tensor empty_like(const Tensor& t);
 /// 0-d tensor holding one value.
 Tensor scalar(double value, Dtype dtype = kFloat32, bool requires_grad = false);
 /// [start, end) with step, like torch.arange.
