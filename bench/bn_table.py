@@ -9,6 +9,7 @@ Reads the minimum over repetitions of each benchmark (bn/<impl>/<phase>/<shape>/
 per-phase table and the training forward + backward table, ratios computed within this one run. A ratio that
 misses its target is bold: fused / best oneDNN > 1, libtorch / fused < 4, composed / fused < 10.
 """
+import itertools
 import json
 import sys
 
@@ -34,6 +35,12 @@ def bold_if(text, miss):
     return f"**{text}**" if miss else text
 
 
+def header(*cells):
+    """A markdown table's header row and separator."""
+    print("| " + " | ".join(cells) + " |")
+    print("|" + "---|" * len(cells))
+
+
 def main(path):
     data = json.load(open(path))
     ctx = data["context"]
@@ -48,28 +55,24 @@ def main(path):
     triad = {n: float(ctx.get(f"triad_GBps_threads:{n}", "nan")) for n in (1, 2)}
     print(f"STREAM triad: {triad[1]:.1f} GB/s (1 thread), {triad[2]:.1f} GB/s (2 threads); date {ctx.get('date')}")
     print()
-    print("| shape | thr | phase | fused | composed | oneDNN nchw | oneDNN nChw16c / nc | libtorch "
-          "| fused / best oneDNN | composed / fused | fused GB/s | share of triad |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for shape in SHAPES:
-        for thr in (1, 2):
-            for ph in PHASES:
-                g = lambda impl: t.get((impl, ph, shape, thr))
-                fused, comp, nchw, lib = g("fused"), g("composed"), g("onednn_nchw"), g("libtorch")
-                blk = g("onednn_nChw16c") or g("onednn_nc")
-                if fused is None:
-                    continue
-                dnn = [v for v in (nchw, blk) if v is not None]
-                r_dnn = fused / min(dnn) if dnn else None
-                r_comp = comp / fused if comp else None
-                gbs = PASSES[ph] * numel(shape) * 4 / (fused * 1e-6) / 1e9
-                print(f"| {shape} | {thr} | {ph} | {fmt_us(fused)} | {fmt_us(comp)} | {fmt_us(nchw)} | {fmt_us(blk)} "
-                      f"| {fmt_us(lib)} | {bold_if(f'{r_dnn:.2f}', r_dnn > 1.0) if r_dnn else '—'} "
-                      f"| {f'{r_comp:.1f}x' if r_comp else '—'} | {gbs:.1f} | {gbs / triad[thr]:.2f} |")
+    header("shape", "thr", "phase", "fused", "composed", "oneDNN nchw", "oneDNN nChw16c / nc", "libtorch",
+           "fused / best oneDNN", "composed / fused", "fused GB/s", "share of triad")
+    for shape, thr, ph in itertools.product(SHAPES, (1, 2), PHASES):
+        g = lambda impl: t.get((impl, ph, shape, thr))
+        fused, comp, nchw, lib = g("fused"), g("composed"), g("onednn_nchw"), g("libtorch")
+        blk = g("onednn_nChw16c") or g("onednn_nc")
+        if fused is None:
+            continue
+        dnn = [v for v in (nchw, blk) if v is not None]
+        r_dnn = fused / min(dnn) if dnn else None
+        r_comp = comp / fused if comp else None
+        gbs = PASSES[ph] * numel(shape) * 4 / (fused * 1e-6) / 1e9
+        print(f"| {shape} | {thr} | {ph} | {fmt_us(fused)} | {fmt_us(comp)} | {fmt_us(nchw)} | {fmt_us(blk)} "
+              f"| {fmt_us(lib)} | {bold_if(f'{r_dnn:.2f}', r_dnn > 1.0) if r_dnn else '—'} "
+              f"| {f'{r_comp:.1f}x' if r_comp else '—'} | {gbs:.1f} | {gbs / triad[thr]:.2f} |")
     print()
-    print("| shape | thr | libtorch fwd+bwd µs | fused fwd+bwd µs | libtorch / fused | composed fwd+bwd µs "
-          "| composed / fused | best oneDNN fwd+bwd µs | fused / best oneDNN |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    header("shape", "thr", "libtorch fwd+bwd µs", "fused fwd+bwd µs", "libtorch / fused", "composed fwd+bwd µs",
+           "composed / fused", "best oneDNN fwd+bwd µs", "fused / best oneDNN")
     for shape in SHAPES:
         for thr in (1, 2):
             s = lambda impl: (t.get((impl, "train_fwd", shape, thr)) or 0) + (t.get((impl, "bwd", shape, thr)) or 0)
