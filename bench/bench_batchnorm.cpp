@@ -39,6 +39,7 @@
 #include <xtensor/xadapt.hpp>
 
 #include "xgrad/kernels/batchnorm.h"
+#include "xgrad/cpu.h"
 #include "xgrad/nn/functional.h"
 #include "xgrad/parallel.h"
 #include "xgrad/tensor.h"
@@ -372,6 +373,8 @@ int main(int argc, char** argv) {
     g_triad_gbps[t] = measure_triad(t);
     std::fprintf(stderr, "STREAM triad (float, 3 x 128 MiB), %d thread%s: %.1f GB/s\n", t, t > 1 ? "s" : "",
                  g_triad_gbps[t]);
+    benchmark::AddCustomContext("cpu", xg::cpu::cpu_name());
+    benchmark::AddCustomContext("xgrad_arch", xg::cpu::build_arch() + " (" + xg::cpu::simd_name() + ")");
     benchmark::AddCustomContext("triad_GBps_threads:" + std::to_string(t), std::to_string(g_triad_gbps[t]));
   }
 #if defined(XGRAD_HAVE_ONEDNN)

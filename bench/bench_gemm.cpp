@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu", xg::cpu::cpu_name());
+  benchmark::AddCustomContext("xgrad_arch", xg::cpu::build_arch() + " (" + xg::cpu::simd_name() + ")");
   benchmark::AddCustomContext("openblas_core", xg::blas::core_name());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -204,6 +204,8 @@ int main(int argc, char** argv) {
   }
   argc = kept_argc;
   const bool kept = keep && xg::keep_freed_memory();
+  benchmark::AddCustomContext("cpu", xg::cpu::cpu_name());
+  benchmark::AddCustomContext("xgrad_arch", xg::cpu::build_arch() + " (" + xg::cpu::simd_name() + ")");
   benchmark::AddCustomContext("openblas_core", xg::blas::core_name());
   benchmark::AddCustomContext("sgemm", xg::blas::sgemm_backend_name());
   benchmark::AddCustomContext("malloc", kept ? "freed memory kept (xg::keep_freed_memory)" : "glibc default");

@@ -157,17 +157,99 @@ TEST_CASE("var survives a large mean (two-pass, not E[x^2] - E[x]^2)") {
   CHECK(xg::var(f).item() == doctest::Approx(5.0 / 3.0).epsilon(1e-5));
 }
 
-TEST_CASE("sum over a large tensor is accurate (SIMD partial sums)") {
-  // 1M float32 values of 0.1f: the exact sum of what is stored is 1e6 * 0.1f.
-  const Tensor x = xg::full({1000, 1000}, 0.1, kFloat32);
-  const double want = 1e6 * double(0.1f);
-  CHECK(xg::sum(x).item() == doctest::Approx(want).epsilon(1e-6));
-  const Tensor cols = xg::sum(x, {0});
-  CHECK(cols.shape() == Shape{1000});
-  CHECK(cols.at({999}) == doctest::Approx(1000 * double(0.1f)).epsilon(1e-5));
-  const Tensor rows = xg::sum(x, {-1}, true);
-  CHECK(rows.shape() == Shape{1000, 1});
-  CHECK(rows.at({0, 0}) == doctest::Approx(1000 * double(0.1f)).epsilon(1e-5));
+// ---- accuracy: the error bound of docs/ops.md ("Accuracy of reductions"), which depends on the element count
+// alone, never on the SIMD width:  |s^ - s| <= u_T |s| (float32: the final rounding) + (n-1) u_d sum|x|.
+namespace {
+constexpr double kUf = 0x1p-24, kUd = 0x1p-53;
+
+struct Exact {
+  long double sum = 0, abs = 0;  // exact enough: 64-bit significand, compensated below
+};
+
+// The sum of the stored values (compensated, in long double) and the sum of their magnitudes.
+template <class T>
+Exact exact_sum(const T* p, std::size_t n, std::size_t stride = 1) {
+  Exact e;
+  long double c = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const long double v = p[i * stride], t = e.sum + v;
+    c += std::fabs(e.sum) >= std::fabs(v) ? (e.sum - t) + v : (v - t) + e.sum;  // Neumaier
+    e.sum = t;
+    e.abs += std::fabs(v);
+  }
+  e.sum += c;
+  return e;
+}
+
+double sum_bound(const Exact& e, std::size_t n, xg::Dtype dt) {
+  return (dt == kFloat32 ? kUf * double(std::fabs(e.sum)) : 0.0) + double(n - 1) * kUd * double(e.abs);
+}
+
+// Checks xg::sum over every axes variant of a 2-d tensor against the bound, element by element.
+template <class T>
+void check_sum_bound(const Tensor& x) {
+  const Shape s = x.shape();
+  const T* p = x.data_ptr<T>();
+  const Exact all = exact_sum(p, x.numel());
+  CHECK(std::fabs(xg::sum(x).item() - double(all.sum)) <= sum_bound(all, x.numel(), x.dtype()));
+  const Tensor c = xg::sum(x, {0}), r = xg::sum(x, {1});
+  for (std::size_t j = 0; j < s[1]; ++j) {
+    const Exact e = exact_sum(p + j, s[0], s[1]);
+    REQUIRE(std::fabs(c.at({j}) - double(e.sum)) <= sum_bound(e, s[0], x.dtype()));
+  }
+  for (std::size_t i = 0; i < s[0]; ++i) {
+    const Exact e = exact_sum(p + i * s[1], s[1]);
+    REQUIRE(std::fabs(r.at({i}) - double(e.sum)) <= sum_bound(e, s[1], x.dtype()));
+  }
+}
+}  // namespace
+
+TEST_CASE("sum: error within the documented bound, whichever axis and SIMD width") {
+  SUBCASE("1M float32 values of 0.1f: the exact sum of what is stored, rounded once") {
+    // 1e6 * 0.1f = 100000.0014901...; a float32 sum of 16 (AVX-512) or 8 (AVX2) running lanes misses by ~0.1.
+    const Tensor x = xg::full({1000, 1000}, 0.1, kFloat32);
+    const double want = 1e6 * double(0.1f);
+    CHECK(xg::sum(x).item() == double(float(want)));
+    check_sum_bound<float>(x);
+    CHECK(xg::mean(x).item() == doctest::Approx(double(0.1f)).epsilon(3 * kUf));  // two roundings: sum, * 1/n
+  }
+  SUBCASE("cancellation: a large value, many small ones, and the large value again with the other sign") {
+    // float32 accumulation loses every 1 next to 1e8 (its spacing there is 8); double keeps them all.
+    for (std::size_t n : {7u, 100u, 5000u, 70000u}) {
+      CAPTURE(n);
+      std::vector<float> v(n, 1.0f);
+      v[1] = 1e8f;
+      v[n - 2] = -1e8f;
+      const Tensor x = xg::from_vector(v, {1, n});
+      CHECK(xg::sum(x).item() == double(n - 2));
+      const Tensor t = xg::from_vector(v, {n, 1});
+      CHECK(xg::sum(t, {0}).item() == double(n - 2));
+    }
+  }
+  SUBCASE("random values with a large mean, both dtypes, sizes around the block and vector lengths") {
+    for (const Shape& s : {Shape{3, 4097}, Shape{4097, 3}, Shape{33, 257}, Shape{1, 100003}, Shape{64, 1}}) {
+      CAPTURE(xg::shape_str(s));
+      check_sum_bound<float>(xg::add(rnd(s, 51, -1, 1, false).to(kFloat32), xg::scalar(1e4, kFloat32)));
+      check_sum_bound<double>(xg::add(rnd(s, 52, -1, 1, false), xg::scalar(1e9, kFloat64)));
+    }
+  }
+}
+
+TEST_CASE("var: float32 with a large mean, within the documented bound") {
+  // Two passes: d = x - mean is exact here (Sterbenz: x and the float mean are within a factor 2), d*d rounds
+  // once, the sums are within the sum bound, and the result rounds twice more (sum, * 1/(n-1)): docs/ops.md
+  // states |var^ - var| <= 4 u_f var + (the mean's error)^2 * n/(n-1) for data like this.
+  const Tensor x = xg::add(rnd({10000}, 53, -3, 3, false).to(kFloat32), xg::scalar(1e4, kFloat32));
+  const float* p = x.data_ptr<float>();
+  long double m = 0;
+  for (std::size_t i = 0; i < 10000; ++i) m += p[i];
+  m /= 10000;
+  long double q = 0;
+  for (std::size_t i = 0; i < 10000; ++i) q += (p[i] - m) * (p[i] - m);
+  const double want = double(q / 9999);
+  const double mean_err = kUf * 1e4 * 2;  // the float mean: two roundings of a value near 1e4
+  CHECK(std::fabs(xg::var(x).item() - want) <=
+        4 * kUf * want + mean_err * mean_err * 10000.0 / 9999.0 + 10000 * kUd * want);
 }
 
 TEST_CASE("sum_to: sums broadcast axes back, gradcheck") {

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "xgrad/blas.h"
+#include "xgrad/cpu.h"
 #include "xgrad/common.h"
 
 extern "C" char* openblas_get_config(void);  // OpenBLAS's build description (cblas.h declares it too)
@@ -490,6 +491,9 @@ Json versions() {
   v["zlib"] = zlibVersion();
   v["openblas"] = openblas_get_config();
   v["sgemm"] = xg::blas::sgemm_backend_name();  // what runs the float32 products (xgrad/blas.h)
+  v["cpu"] = xg::cpu::cpu_name();               // the CPU and the build's level (xgrad/cpu.h)
+  v["arch"] = xg::cpu::build_arch();
+  v["simd"] = xg::cpu::simd_name();
   v["gnuplot"] = gnuplot_version();
   return v;
 }

@@ -182,6 +182,8 @@ int main(int argc, char** argv) {
 
     fmt::print(stderr, "xgrad-lab: mode {}, seed {}, {} thread(s), BatchNorm {}, float32 GEMM {}, data {}, output {}\n",
                opts.mode, opts.seed, opts.threads, lab.bn_impl(), xg::blas::sgemm_backend_name(), opts.data, opts.out);
+    fmt::print(stderr, "xgrad-lab: CPU {}, xgrad built for {} ({} vectors)\n", xg::cpu::cpu_name(),
+               xg::cpu::build_arch(), xg::cpu::simd_name());
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());

@@ -76,9 +76,15 @@ void onednn_sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k,
                              " ldc=" + std::to_string(ldc));
 }
 
-// The product cut into pieces of C run by xgrad's pool: blocks of 16 columns (one AVX-512 vector) when C is
-// wide, else blocks of 8 rows. Each piece is C[rows, cols] = alpha · op(A)[rows, :] · op(B)[:, cols] + beta ·
-// C[rows, cols] over the full k, so the pieces are independent.
+// The product cut into pieces of C run by xgrad's pool. Each piece is C[rows, cols] = alpha · op(A)[rows, :] ·
+// op(B)[:, cols] + beta · C[rows, cols] over the full k, so the pieces are independent.
+//
+// Determinism: oneDNN picks its kernel and its blocking of k from the shape of each call, and on AVX2 a call
+// with 520 rows does not add the products in the order a call with 1030 rows does (on AVX-512 it happened to).
+// So the pieces depend on the shape alone — never on the thread count — and with one thread the same pieces run
+// one after the other: every value of C goes through the same oneDNN call whatever the thread count, on every
+// ISA. Pieces: blocks of kCols = 16 columns when C is wide (n >= m or n >= 64), else blocks of kRows = 8 rows,
+// grouped into at most kMaxPieces pieces of at least kMinPieceMacs multiply-adds each.
 //
 // Only products of at least kMinParallelMacs multiply-adds (≈ 0.2 ms on one core) are cut. Smaller ones
 // run faster in a tight benchmark loop on two threads (a 60x100x784 product 1.2x, 64x784x288 1.6x), but in a
@@ -86,27 +92,45 @@ void onednn_sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k,
 // more than it saved: in three alternating runs of xgrad-lab noisy-bn (MLP, batch 128, 100 units) on 2 threads
 // on the 2-vCPU reference machine, a threshold of 2^20 took 2-10% longer than 2^25.
 constexpr double kMinParallelMacs = double(1 << 25);
+constexpr double kMinPieceMacs = double(1 << 23);
+constexpr std::size_t kMaxPieces = 16, kCols = 16, kRows = 8;
+
+// How a product is cut: `pieces` pieces of `step` columns (by_cols) or rows each, the last one shorter.
+struct GemmCut {
+  bool by_cols;
+  std::size_t step, pieces;
+};
+
+GemmCut gemm_cut(std::size_t m, std::size_t n, std::size_t k) {
+  const bool by_cols = n >= m || n >= 64;
+  const std::size_t len = by_cols ? n : m, unit = by_cols ? kCols : kRows;
+  const std::size_t units = (len + unit - 1) / unit;
+  const double macs = double(m) * double(n) * double(k);
+  const std::size_t want = std::clamp<std::size_t>(std::size_t(macs / kMinPieceMacs), 1, kMaxPieces);
+  const std::size_t per = (units + std::min(want, units) - 1) / std::min(want, units);  // units per piece
+  return {by_cols, per * unit, (len + per * unit - 1) / (per * unit)};
+}
 
 void onednn_sgemm_parallel(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, float alpha,
                            const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
                            std::size_t ldc) {
-  if (in_parallel_region() || get_num_threads() == 1 || double(m) * double(n) * double(k) < kMinParallelMacs)
+  if (double(m) * double(n) * double(k) < kMinParallelMacs)
     return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  if (n >= m || n >= 64) {
-    constexpr std::size_t kCols = 16;
-    parallel_for(0, (n + kCols - 1) / kCols, 1, [&](std::size_t lo, std::size_t hi) {
-      const std::size_t j0 = lo * kCols, j1 = std::min(n, hi * kCols);
-      const float* bj = tb ? b + j0 * ldb : b + j0;  // op(B)[:, j0]: column j0 of B, or row j0 of a stored Bᵀ
-      onednn_sgemm(ta, tb, m, j1 - j0, k, alpha, a, lda, bj, ldb, beta, c + j0, ldc);
-    });
-  } else {
-    constexpr std::size_t kRows = 8;
-    parallel_for(0, (m + kRows - 1) / kRows, 1, [&](std::size_t lo, std::size_t hi) {
-      const std::size_t i0 = lo * kRows, i1 = std::min(m, hi * kRows);
-      const float* ai = ta ? a + i0 : a + i0 * lda;  // op(A)[i0, :]: row i0 of A, or column i0 of a stored Aᵀ
-      onednn_sgemm(ta, tb, i1 - i0, n, k, alpha, ai, lda, b, ldb, beta, c + i0 * ldc, ldc);
-    });
-  }
+  const GemmCut cut = gemm_cut(m, n, k);
+  // grain 1: the pool hands out whole pieces; inside a parallel region parallel_for runs them inline, in order
+  parallel_for(0, cut.pieces, 1, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t p = lo; p < hi; ++p) {
+      if (cut.by_cols) {
+        const std::size_t j0 = p * cut.step, j1 = std::min(n, j0 + cut.step);
+        const float* bj = tb ? b + j0 * ldb : b + j0;  // op(B)[:, j0]: column j0 of B, or row j0 of a stored Bᵀ
+        onednn_sgemm(ta, tb, m, j1 - j0, k, alpha, a, lda, bj, ldb, beta, c + j0, ldc);
+      } else {
+        const std::size_t i0 = p * cut.step, i1 = std::min(m, i0 + cut.step);
+        const float* ai = ta ? a + i0 : a + i0 * lda;  // op(A)[i0, :]: row i0 of A, or column i0 of a stored Aᵀ
+        onednn_sgemm(ta, tb, i1 - i0, n, k, alpha, ai, lda, b, ldb, beta, c + i0 * ldc, ldc);
+      }
+    }
+  });
 }
 #endif
 

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
 
@@ -62,35 +64,59 @@ Shape reduced_shape(const Shape& shape, const std::vector<std::size_t>& axes) {
 namespace {
 std::vector<std::ptrdiff_t> signed_shape(const Shape& s) { return {s.begin(), s.end()}; }
 
-// Sum of a contiguous buffer. Blocks of kSumBlock elements are summed with four SIMD accumulators (so each
-// lane adds only a few dozen values), and the block totals are added in double: a float32 sum of 1M values
-// stays accurate to ~1e-7 relative instead of drifting by ~1e-4 as one long running sum per lane would.
+// Every sum accumulates in double, whatever the dtype: float32 values are widened to double as they are loaded,
+// and the total is rounded to the dtype once at the end. Any order of n-1 additions in double errs by at most
+// (n-1) u_d sum|x| (Higham, Accuracy and Stability, eq. 4.4), so for n values
+//     |s^ - s| <= u_T |s| [float32 only: the final rounding] + (n-1) u_d sum|x|,   u_f = 2^-24, u_d = 2^-53.
+// The bound depends on the element count alone, not on the SIMD width, which only decides which values share a
+// lane (docs/ops.md, "Accuracy of reductions"). Contiguous sums run in blocks of kSumBlock values, block totals
+// added in order.
 constexpr std::size_t kSumBlock = 4096;
 
+// W_d floats widened to one batch<double> (xsimd 8.1's converting load goes through a scalar buffer).
+inline xsimd::batch<double> widen_load(const float* p) {
+#if defined(__AVX512F__)
+  return _mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(__AVX__)
+  return _mm256_cvtps_pd(_mm_loadu_ps(p));
+#elif defined(__SSE2__)
+  return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  alignas(64) double buf[xsimd::batch<double>::size];
+  for (std::size_t j = 0; j < xsimd::batch<double>::size; ++j) buf[j] = p[j];
+  return xsimd::batch<double>::load_aligned(buf);
+#endif
+}
+
+inline xsimd::batch<double> load_as_double(const double* p) { return xsimd::batch<double>::load_unaligned(p); }
+inline xsimd::batch<double> load_as_double(const float* p) { return widen_load(p); }
+
+// Sum of n <= kSumBlock values (any n for float32) in double lanes.
 template <class T>
-T block_sum(const T* p, std::size_t n) {
-  using B = xsimd::batch<T>;
+double block_sum(const T* p, std::size_t n) {
+  using B = xsimd::batch<double>;
   constexpr std::size_t W = B::size;
-  B a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+  B a0(0.0), a1(0.0), a2(0.0), a3(0.0);
   std::size_t i = 0;
   for (; i + 4 * W <= n; i += 4 * W) {
-    a0 += B::load_unaligned(p + i);
-    a1 += B::load_unaligned(p + i + W);
-    a2 += B::load_unaligned(p + i + 2 * W);
-    a3 += B::load_unaligned(p + i + 3 * W);
+    a0 += load_as_double(p + i);
+    a1 += load_as_double(p + i + W);
+    a2 += load_as_double(p + i + 2 * W);
+    a3 += load_as_double(p + i + 3 * W);
   }
-  for (; i + W <= n; i += W) a0 += B::load_unaligned(p + i);
-  T s = xsimd::hadd((a0 + a1) + (a2 + a3));
-  for (; i < n; ++i) s += p[i];
+  for (; i + W <= n; i += W) a0 += load_as_double(p + i);
+  double s = xsimd::hadd((a0 + a1) + (a2 + a3));
+  for (; i < n; ++i) s += double(p[i]);
   return s;
 }
 
+// The sum of p[0..n) in double (rounded to T by the caller).
 template <class T>
-T flat_sum(const T* p, std::size_t n) {
-  if (n <= kSumBlock) return block_sum(p, n);
+double flat_sum(const T* p, std::size_t n) {
+  if (std::is_same_v<T, float> || n <= kSumBlock) return block_sum(p, n);
   double total = 0;
   for (std::size_t i = 0; i < n; i += kSumBlock) total += block_sum(p + i, std::min(kSumBlock, n - i));
-  return static_cast<T>(total);
+  return total;
 }
 
 // Reduces a contiguous row-major array over `axes` into `out` (keepdim layout, pre-filled with the identity).
@@ -107,8 +133,9 @@ T combine(ReduceOp op, T a, T b) {
   }
 }
 
-template <class T>
-void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>& axes, T* out, ReduceOp op) {
+// Acc: the type of `out` (double for sums, T for max/min).
+template <class T, class Acc>
+void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>& axes, Acc* out, ReduceOp op) {
   struct Group {
     std::size_t size;
     bool reduced;
@@ -137,18 +164,18 @@ void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>
   for (std::size_t block = 0; block < outer_count; ++block) {
     const T* p = in + block * inner.size;
     if (inner.reduced) {
-      const T v = op == ReduceOp::Sum ? flat_sum(p, inner.size) : [&] {
-        T m = p[0];
-        for (std::size_t i = 1; i < inner.size; ++i) m = combine(op, m, p[i]);
+      const Acc v = op == ReduceOp::Sum ? Acc(flat_sum(p, inner.size)) : [&] {
+        Acc m = p[0];
+        for (std::size_t i = 1; i < inner.size; ++i) m = combine<Acc>(op, m, p[i]);
         return m;
       }();
       out[o] = combine(op, out[o], v);
     } else {
-      T* q = out + o;
+      Acc* q = out + o;
       if (op == ReduceOp::Sum)
-        for (std::size_t i = 0; i < inner.size; ++i) q[i] += p[i];
+        for (std::size_t i = 0; i < inner.size; ++i) q[i] += Acc(p[i]);
       else
-        for (std::size_t i = 0; i < inner.size; ++i) q[i] = combine(op, q[i], p[i]);
+        for (std::size_t i = 0; i < inner.size; ++i) q[i] = combine<Acc>(op, q[i], p[i]);
     }
     // advance the multi-index over the outer groups (last one fastest)
     for (std::size_t g = idx.size(); g-- > 0;) {
@@ -170,7 +197,14 @@ Tensor reduce_keepdim(const Tensor& x, const std::vector<std::size_t>& ax, Reduc
                    : op == ReduceOp::Max ? -std::numeric_limits<T>::infinity()
                                          : std::numeric_limits<T>::infinity();
     Tensor out = full(kshape, init, x.dtype());
-    reduce_axes(x.data_ptr<T>(), in, ax, out.data_ptr<T>(), op);
+    T* o = out.data_ptr<T>();
+    if (op == ReduceOp::Sum) {  // accumulate in double, round once
+      std::vector<double> acc(out.numel(), 0.0);
+      reduce_axes(x.data_ptr<T>(), in, ax, acc.data(), op);
+      for (std::size_t i = 0; i < acc.size(); ++i) o[i] = static_cast<T>(acc[i]);
+    } else {
+      reduce_axes(x.data_ptr<T>(), in, ax, o, op);
+    }
     return out;
   });
 }
@@ -183,7 +217,7 @@ Tensor sum(const Tensor& x, const Dims& axes, bool keepdim) {
   if (ax.size() == in.size()) {  // full reduction: one SIMD pass
     out = dispatch(x.dtype(), [&](auto t) {
       using T = decltype(t);
-      return full(detail::keepdim_shape(in, ax), flat_sum(x.data_ptr<T>(), x.numel()), x.dtype());
+      return full(detail::keepdim_shape(in, ax), static_cast<T>(flat_sum(x.data_ptr<T>(), x.numel())), x.dtype());
     });
   } else {
     out = reduce_keepdim(x, ax, ReduceOp::Sum);

@@ -12,6 +12,13 @@
 #include "xgrad/ops.h"
 
 namespace xg {
+namespace cpu {
+extern const int kCpuCheckLinked;  // cpu.cpp
+}
+namespace {
+// Every program that makes a tensor links cpu.cpp, whose start-up check (xgrad/cpu.h) then runs first.
+[[gnu::used]] const int* const cpu_check_anchor = &cpu::kCpuCheckLinked;  // kept: the reference pulls cpu.o in
+}  // namespace
 
 namespace {
 std::uint64_t next_tensor_id() {

@@ -5,6 +5,7 @@
 #include "xgrad/autograd.h"
 #include "xgrad/blas.h"
 #include "xgrad/common.h"
+#include "xgrad/cpu.h"
 #include "xgrad/data.h"
 #include "xgrad/gradcheck.h"
 #include "xgrad/graph.h"
