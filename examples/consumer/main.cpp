@@ -13,6 +13,8 @@ int main() {
   fmt::print("consumer: float32 GEMM on {}, OpenBLAS kernels {}\n", xg::blas::sgemm_backend_name(),
              xg::blas::core_name());
   // xg::blas::set_sgemm_backend(xg::blas::SgemmBackend::OpenBLAS);  // to compare the two
+  fmt::print("consumer: CPU {}, xgrad built for {} ({} vectors), extensions used: {}\n", xg::cpu::cpu_name(),
+             xg::cpu::build_arch(), xg::cpu::simd_name(), fmt::join(xg::cpu::required_features(), " "));
   // [/speed]
   xg::Tensor x = xg::tensor({1.0, 2.0, 3.0}, xg::kFloat64, /*requires_grad=*/true);
   xg::Tensor loss = (x * x).sum();  // d/dx sum(x²) = 2x
