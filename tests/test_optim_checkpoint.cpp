@@ -269,6 +269,65 @@ TEST_CASE("state_dict layout") {
   }
 }
 
+TEST_CASE("every optimizer saves its options under PyTorch's names, and loads them back") {
+  // The group keys (after "param_groups.0.") of each optimizer, in order, and a state_dict made with options that
+  // are all off their defaults must load into an optimizer built with the defaults and give the same options.
+  auto group_keys = [](const Optimizer& opt) {
+    std::vector<std::string> keys;
+    for (const auto& key : opt.state_dict().keys())
+      if (key.rfind("param_groups.0.", 0) == 0) keys.push_back(key.substr(15));
+    return keys;
+  };
+  auto round_trip = [&](const Optimizer& saved, Optimizer& fresh) {
+    REQUIRE(saved.defaults().values() != fresh.defaults().values());
+    fresh.load_state_dict(saved.state_dict());
+    CHECK(fresh.param_groups()[0].options().values() == saved.param_groups()[0].options().values());
+  };
+  auto w = ones({2}, kFloat32, true), w2 = ones({2}, kFloat32, true);
+  SUBCASE("SGD") {
+    SGD opt({w}, SGDOptions(0.5).momentum(0.9).dampening(0).weight_decay(0.1).nesterov(true).maximize(true));
+    CHECK(group_keys(opt) ==
+          std::vector<std::string>{"params", "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"});
+    CHECK(opt.state_dict().at("param_groups.0.nesterov").item() == 1);
+    SGD fresh({w2}, SGDOptions(0.1));
+    round_trip(opt, fresh);
+    CHECK(fresh.param_groups()[0].options_as<SGDOptions>().nesterov());
+  }
+  SUBCASE("Adam and AdamW") {
+    Adam adam({w}, AdamOptions(0.5).betas({0.8, 0.9}).eps(1e-6).weight_decay(0.1).amsgrad(true).maximize(true));
+    const std::vector<std::string> keys{"params", "lr",           "betas.0", "betas.1",
+                                        "eps",    "weight_decay", "amsgrad", "maximize"};
+    CHECK(group_keys(adam) == keys);
+    Adam fresh({w2}, AdamOptions());
+    round_trip(adam, fresh);
+    CHECK(fresh.param_groups()[0].options_as<AdamOptions>().betas() == Betas{0.8, 0.9});
+
+    AdamW adamw({w}, AdamWOptions(0.5).betas({0.8, 0.9}).weight_decay(0.3).amsgrad(true));
+    CHECK(group_keys(adamw) == keys);
+    CHECK(AdamWOptions().weight_decay() == 1e-2);  // AdamW's default, Adam's is 0
+    CHECK(AdamOptions().weight_decay() == 0);
+    AdamW fresh_w({w2}, AdamWOptions());
+    round_trip(adamw, fresh_w);
+  }
+  SUBCASE("RMSprop") {
+    RMSprop opt({w},
+                RMSpropOptions(0.5).alpha(0.9).eps(1e-6).weight_decay(0.1).momentum(0.5).centered(true).maximize(true));
+    CHECK(group_keys(opt) ==
+          std::vector<std::string>{"params", "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"});
+    RMSprop fresh({w2}, RMSpropOptions());
+    round_trip(opt, fresh);
+  }
+  SUBCASE("Adagrad") {
+    Adagrad opt(
+        {w},
+        AdagradOptions(0.5).lr_decay(0.1).weight_decay(0.2).initial_accumulator_value(0.3).eps(1e-6).maximize(true));
+    CHECK(group_keys(opt) == std::vector<std::string>{"params", "lr", "lr_decay", "weight_decay",
+                                                      "initial_accumulator_value", "eps", "maximize"});
+    Adagrad fresh({w2}, AdagradOptions());
+    round_trip(opt, fresh);
+  }
+}
+
 TEST_CASE("optimizer state saved from float64 parameters loads into float32 ones") {
   auto w64 = from_vector(std::vector<double>{1, 2}, {2}, kFloat64, true);
   SGD opt64({w64}, SGDOptions(0.1).momentum(0.9));

@@ -90,6 +90,65 @@ TEST_CASE("LinearLR: base * (start + (end - start) * min(e, total) / total)") {
   }
 }
 
+TEST_CASE("a schedule whose factor reaches 0 stays there") {
+  SUBCASE("LinearLR down to 0") {
+    Fixture f;
+    LinearLR sched(f.opt, 1.0, 0.0, 4);
+    check_schedule(f, sched, [](double base, int e) { return base * (1.0 - std::min(e, 4) / 4.0); });
+    CHECK(sched.get_last_lr()[0] == 0.0);
+  }
+  SUBCASE("StepLR with gamma 0") {
+    Fixture f;
+    StepLR sched(f.opt, 3, 0.0);
+    check_schedule(f, sched, [](double base, int e) { return e < 3 ? base : 0.0; });
+  }
+}
+
+TEST_CASE("chainable form: an epoch where the factor does not change leaves the lr exactly as it is") {
+  // As PyTorch's `return [group['lr'] ...]`: CosineAnnealingLR's epoch 0 keeps the lr bit for bit, even one below
+  // eta_min, where eta_min + (lr - eta_min)·1 would round differently.
+  Fixture f;
+  const double lr = 7.85061375972452e-05, eta_min = 0.04854235380901507;
+  REQUIRE(eta_min + (lr - eta_min) * 1.0 != lr);
+  f.opt.param_groups()[0].set_lr(lr);
+  CosineAnnealingLR sched(f.opt, 10, eta_min);
+  CHECK(sched.get_last_lr()[0] == lr);
+}
+
+TEST_CASE("chainable form: two schedules stepped together multiply (PyTorch's chaining example)") {
+  Fixture f;
+  ExponentialLR decay(f.opt, 0.9);
+  MultiStepLR drops(f.opt, {5, 12}, 0.1);
+  for (int e = 1; e <= 20; ++e) {
+    decay.step();
+    drops.step();
+    const int passed = (e >= 5) + (e >= 12);
+    INFO("epoch ", e);
+    CHECK(f.opt.param_groups()[0].lr() == doctest::Approx(0.1 * std::pow(0.9, e) * std::pow(0.1, passed)));
+    CHECK(f.opt.param_groups()[1].lr() == doctest::Approx(0.03 * std::pow(0.9, e) * std::pow(0.1, passed)));
+  }
+}
+
+TEST_CASE("chainable form: CosineAnnealingLR continues from a manually changed lr") {
+  // PyTorch: lr_e = eta_min + (lr_{e-1} - eta_min)(1 + cos(pi e/T)) / (1 + cos(pi (e-1)/T)); at the bottom of the
+  // cosine (e - 1 = T) it adds (base - eta_min)(1 - cos(pi/T))/2 to whatever the lr is.
+  Fixture f;
+  const double eta_min = 0.01, T = 4;
+  CosineAnnealingLR sched(f.opt, 4, eta_min);
+  sched.step();                         // epoch 1
+  f.opt.param_groups()[0].set_lr(0.5);  // user override
+  double lr = 0.5;
+  for (int e = 2; e <= 6; ++e) {
+    sched.step();
+    if (e - 1 == 4)
+      lr = lr + (0.1 - eta_min) * (1 - std::cos(kPi / T)) / 2;
+    else
+      lr = eta_min + (lr - eta_min) * (1 + std::cos(kPi * e / T)) / (1 + std::cos(kPi * (e - 1) / T));
+    INFO("epoch ", e);
+    CHECK(sched.get_last_lr()[0] == doctest::Approx(lr).epsilon(1e-12));
+  }
+}
+
 TEST_CASE("SequentialLR: linear warm-up for 5 epochs, then cosine annealing from the base lr") {
   Fixture f;
   auto warmup = std::make_shared<LinearLR>(f.opt, 0.1, 1.0, 5);

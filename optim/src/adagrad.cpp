@@ -1,37 +1,9 @@
-// Adagrad: options validation and the in-place update (see xgrad/optim/adagrad.h for the formulas).
+// Adagrad: the in-place update (see xgrad/optim/adagrad.h for the formulas).
 #include "xgrad/optim/adagrad.h"
 
 #include <cmath>
 
-#include "options_util.h"
-
 namespace xg::optim {
-
-void AdagradOptions::validate() const {
-  check_at_least("Adagrad", "lr", lr_, 0);
-  check_at_least("Adagrad", "lr_decay", lr_decay_, 0);
-  check_at_least("Adagrad", "weight_decay", weight_decay_, 0);
-  check_at_least("Adagrad", "initial_accumulator_value", initial_accumulator_value_, 0);
-  check_at_least("Adagrad", "eps", eps_, 0);
-}
-
-std::vector<std::pair<std::string, double>> AdagradOptions::values() const {
-  return {{"lr", lr_},
-          {"lr_decay", lr_decay_},
-          {"weight_decay", weight_decay_},
-          {"initial_accumulator_value", initial_accumulator_value_},
-          {"eps", eps_},
-          {"maximize", maximize_ ? 1.0 : 0.0}};
-}
-
-void AdagradOptions::set_values(const std::function<double(const std::string&)>& get) {
-  lr_ = get("lr");
-  lr_decay_ = get("lr_decay");
-  weight_decay_ = get("weight_decay");
-  initial_accumulator_value_ = get("initial_accumulator_value");
-  eps_ = get("eps");
-  maximize_ = get("maximize") != 0;
-}
 
 Adagrad::Adagrad(std::vector<Tensor> params, const AdagradOptions& defaults)
     : Adagrad(std::vector<ParamGroup>{ParamGroup(std::move(params))}, defaults) {}

@@ -1,45 +1,12 @@
-// Adam and AdamW: options validation and the in-place update (see xgrad/optim/adam.h for the formulas).
+// Adam and AdamW: the in-place update (see xgrad/optim/adam.h for the formulas).
 #include "xgrad/optim/adam.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "options_util.h"
-
 namespace xg::optim {
 
 namespace {
-
-// Adam and AdamW options have the same fields; these helpers serve both.
-template <class Options>
-void validate_adam(const Options& o, std::string_view who) {
-  check_at_least(who, "lr", o.lr(), 0);
-  check_at_least(who, "eps", o.eps(), 0);
-  check_unit_interval(who, "beta1", o.betas().first);
-  check_unit_interval(who, "beta2", o.betas().second);
-  check_at_least(who, "weight_decay", o.weight_decay(), 0);
-}
-
-template <class Options>
-std::vector<std::pair<std::string, double>> adam_values(const Options& o) {
-  return {{"lr", o.lr()},
-          {"betas.0", o.betas().first},
-          {"betas.1", o.betas().second},
-          {"eps", o.eps()},
-          {"weight_decay", o.weight_decay()},
-          {"amsgrad", o.amsgrad() ? 1.0 : 0.0},
-          {"maximize", o.maximize() ? 1.0 : 0.0}};
-}
-
-template <class Options>
-void set_adam_values(Options& o, const std::function<double(const std::string&)>& get) {
-  o.lr(get("lr"));
-  o.betas({get("betas.0"), get("betas.1")});
-  o.eps(get("eps"));
-  o.weight_decay(get("weight_decay"));
-  o.amsgrad(get("amsgrad") != 0);
-  o.maximize(get("maximize") != 0);
-}
 
 // The per-step scalars, computed once per parameter in double (PyTorch computes them in Python floats).
 struct AdamScalars {
@@ -112,10 +79,6 @@ void adam_update(Tensor& param, const Tensor& grad, ParamState& state, double lr
 }  // namespace
 
 // ---- Adam ---------------------------------------------------------------------------------------------------
-void AdamOptions::validate() const { validate_adam(*this, "Adam"); }
-std::vector<std::pair<std::string, double>> AdamOptions::values() const { return adam_values(*this); }
-void AdamOptions::set_values(const std::function<double(const std::string&)>& get) { set_adam_values(*this, get); }
-
 Adam::Adam(std::vector<Tensor> params, const AdamOptions& defaults)
     : Adam(std::vector<ParamGroup>{ParamGroup(std::move(params))}, defaults) {}
 Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& defaults)
@@ -128,10 +91,6 @@ void Adam::update(Tensor& param, const Tensor& grad, const OptimizerOptions& opt
 }
 
 // ---- AdamW --------------------------------------------------------------------------------------------------
-void AdamWOptions::validate() const { validate_adam(*this, "AdamW"); }
-std::vector<std::pair<std::string, double>> AdamWOptions::values() const { return adam_values(*this); }
-void AdamWOptions::set_values(const std::function<double(const std::string&)>& get) { set_adam_values(*this, get); }
-
 AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& defaults)
     : AdamW(std::vector<ParamGroup>{ParamGroup(std::move(params))}, defaults) {}
 AdamW::AdamW(std::vector<ParamGroup> groups, const AdamWOptions& defaults)

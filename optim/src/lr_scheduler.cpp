@@ -1,5 +1,5 @@
-// Learning-rate schedules (see xgrad/optim/lr_scheduler.h). Each get_lr() is PyTorch 1.13's chainable form,
-// each closed_form_lr() its closed form, written in the same order of operations.
+// Learning-rate schedules (see xgrad/optim/lr_scheduler.h). Each schedule writes its formula once, as factor();
+// LRScheduler derives PyTorch 1.13's chainable form (get_lr) and closed form (closed_form_lr) from it.
 #include "xgrad/optim/lr_scheduler.h"
 
 #include <algorithm>
@@ -55,9 +55,41 @@ void LRScheduler::step_to(std::int64_t epoch) {
   apply(closed_form_lr());
 }
 
-std::vector<double> LRScheduler::group_lrs() const {
+double LRScheduler::factor(std::int64_t) const {
+  fail("{}: a schedule must override factor() (or step(), as SequentialLR does)", name_);
+}
+
+// Closed form: lr(e) = η + (base_lr − η)·f(e).
+std::vector<double> LRScheduler::closed_form_lr() const {
+  const double f = factor(last_epoch_), eta = eta_min();
   std::vector<double> lrs;
-  for (const auto& group : optimizer_.param_groups()) lrs.push_back(group.lr());
+  for (double base : base_lrs_) lrs.push_back(eta + (base - eta) * f);
+  return lrs;
+}
+
+// Chainable form: the current lr keeps its distance to η scaled as the closed form's is,
+//   lr_e = η + (lr_{e−1} − η)·f(e)/f(e−1),
+// with f(−1) = 1 (the first step scales the optimizer's lr by f(0)). PyTorch writes this ratio out in each
+// scheduler's get_lr() (StepLR: lr·gamma at a multiple of step_size, CosineAnnealingLR: the ratio of the
+// (1 + cos) terms, ...); here it is derived once. Two cases are exact rather than divided:
+// where f(e) = f(e−1) the lr stays as it is, and where f(e−1) = 0 (CosineAnnealingLR at the bottom of its cosine,
+// e − 1 = T_max, 3·T_max, ...) there is no ratio, so the closed form's increment (base_lr − η)·(f(e) − f(e−1)) is
+// added, as PyTorch does.
+std::vector<double> LRScheduler::get_lr() const {
+  const double now = factor(last_epoch_);
+  const double before = last_epoch_ == 0 ? 1.0 : factor(last_epoch_ - 1);
+  const double eta = eta_min();
+  const auto& groups = optimizer_.param_groups();
+  std::vector<double> lrs;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const double lr = groups[i].lr();
+    if (now == before)
+      lrs.push_back(lr);
+    else if (before != 0)
+      lrs.push_back(eta + (lr - eta) * (now / before));
+    else
+      lrs.push_back(lr + (base_lrs_[i] - eta) * (now - before));
+  }
   return lrs;
 }
 
@@ -104,18 +136,8 @@ StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
   initial_step();
 }
 
-std::vector<double> StepLR::get_lr() const {
-  auto lrs = group_lrs();
-  if (last_epoch_ == 0 || last_epoch_ % step_size_ != 0) return lrs;
-  for (double& lr : lrs) lr = lr * gamma_;
-  return lrs;
-}
-
-std::vector<double> StepLR::closed_form_lr() const {
-  std::vector<double> lrs;
-  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(last_epoch_ / step_size_)));
-  return lrs;
-}
+// f(e) = gamma^⌊e / step_size⌋
+double StepLR::factor(std::int64_t epoch) const { return std::pow(gamma_, double(epoch / step_size_)); }
 
 // ---- MultiStepLR ------------------------------------------------------------------------------------------
 MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<std::int64_t> milestones, double gamma)
@@ -126,19 +148,10 @@ MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<std::int64_t> milesto
   initial_step();
 }
 
-std::vector<double> MultiStepLR::get_lr() const {
-  const auto hits = std::count(milestones_.begin(), milestones_.end(), last_epoch_);
-  auto lrs = group_lrs();
-  if (hits == 0) return lrs;
-  for (double& lr : lrs) lr = lr * std::pow(gamma_, double(hits));
-  return lrs;
-}
-
-std::vector<double> MultiStepLR::closed_form_lr() const {
-  const auto passed = std::upper_bound(milestones_.begin(), milestones_.end(), last_epoch_) - milestones_.begin();
-  std::vector<double> lrs;
-  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(passed)));
-  return lrs;
+// f(e) = gamma^(number of milestones <= e)
+double MultiStepLR::factor(std::int64_t epoch) const {
+  const auto passed = std::upper_bound(milestones_.begin(), milestones_.end(), epoch) - milestones_.begin();
+  return std::pow(gamma_, double(passed));
 }
 
 // ---- ExponentialLR ----------------------------------------------------------------------------------------
@@ -147,18 +160,8 @@ ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma)
   initial_step();
 }
 
-std::vector<double> ExponentialLR::get_lr() const {
-  auto lrs = group_lrs();
-  if (last_epoch_ == 0) return lrs;
-  for (double& lr : lrs) lr = lr * gamma_;
-  return lrs;
-}
-
-std::vector<double> ExponentialLR::closed_form_lr() const {
-  std::vector<double> lrs;
-  for (double base : base_lrs_) lrs.push_back(base * std::pow(gamma_, double(last_epoch_)));
-  return lrs;
-}
+// f(e) = gamma^e
+double ExponentialLR::factor(std::int64_t epoch) const { return std::pow(gamma_, double(epoch)); }
 
 // ---- CosineAnnealingLR ------------------------------------------------------------------------------------
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
@@ -167,29 +170,12 @@ CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, d
   initial_step();
 }
 
-// Chainable form: lr_e = eta_min + (lr_{e-1} − eta_min)·(1 + cos(π·e/T)) / (1 + cos(π·(e−1)/T)). Where the
-// denominator is 0 (e − 1 = T, 3T, ...: the bottom of the cosine) PyTorch adds the closed-form increment instead.
-std::vector<double> CosineAnnealingLR::get_lr() const {
-  const double pi = std::numbers::pi, e = double(last_epoch_), T = double(T_max_);
-  auto lrs = group_lrs();
-  if (last_epoch_ == 0) return lrs;
-  if ((last_epoch_ - 1 - T_max_) % (2 * T_max_) == 0) {
-    for (std::size_t i = 0; i < lrs.size(); ++i)
-      lrs[i] = lrs[i] + (base_lrs_[i] - eta_min_) * (1 - std::cos(pi / T)) / 2;
-    return lrs;
-  }
-  for (double& lr : lrs)
-    lr = (1 + std::cos(pi * e / T)) / (1 + std::cos(pi * (e - 1) / T)) * (lr - eta_min_) + eta_min_;
-  return lrs;
+// [cosine_factor]
+// f(e) = (1 + cos(π·e / T_max)) / 2: from base_lr (f = 1) at epoch 0 down to eta_min (f = 0) at T_max
+double CosineAnnealingLR::factor(std::int64_t epoch) const {
+  return (1 + std::cos(std::numbers::pi * double(epoch) / double(T_max_))) / 2;
 }
-
-std::vector<double> CosineAnnealingLR::closed_form_lr() const {
-  const double pi = std::numbers::pi;
-  std::vector<double> lrs;
-  for (double base : base_lrs_)
-    lrs.push_back(eta_min_ + (base - eta_min_) * (1 + std::cos(pi * double(last_epoch_) / double(T_max_))) / 2);
-  return lrs;
-}
+// [/cosine_factor]
 
 // ---- LinearLR ---------------------------------------------------------------------------------------------
 LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor, std::int64_t total_iters)
@@ -203,26 +189,10 @@ LinearLR::LinearLR(Optimizer& optimizer, double start_factor, double end_factor,
   initial_step();
 }
 
-// Chainable form: the factor goes from f(e−1) to f(e), so lr_e = lr_{e−1}·f(e)/f(e−1), written as PyTorch does.
-std::vector<double> LinearLR::get_lr() const {
-  auto lrs = group_lrs();
-  if (last_epoch_ == 0) {
-    for (double& lr : lrs) lr = lr * start_factor_;
-    return lrs;
-  }
-  if (last_epoch_ > total_iters_) return lrs;
-  const double delta = end_factor_ - start_factor_;
-  for (double& lr : lrs)
-    lr = lr * (1.0 + delta / (double(total_iters_) * start_factor_ + double(last_epoch_ - 1) * delta));
-  return lrs;
-}
-
-std::vector<double> LinearLR::closed_form_lr() const {
-  const double progress = double(std::min(total_iters_, last_epoch_));
-  std::vector<double> lrs;
-  for (double base : base_lrs_)
-    lrs.push_back(base * (start_factor_ + (end_factor_ - start_factor_) * progress / double(total_iters_)));
-  return lrs;
+// f(e) = start_factor + (end_factor − start_factor)·min(e, total_iters) / total_iters
+double LinearLR::factor(std::int64_t epoch) const {
+  const double progress = double(std::min(total_iters_, epoch));
+  return start_factor_ + (end_factor_ - start_factor_) * progress / double(total_iters_);
 }
 
 // ---- SequentialLR -----------------------------------------------------------------------------------------
@@ -272,10 +242,6 @@ void SequentialLR::step() {
     s->step();
   last_lr_ = s->get_last_lr();
 }
-
-// SequentialLR's learning rates always come from the scheduler in charge (step() above).
-std::vector<double> SequentialLR::get_lr() const { return last_lr_; }
-std::vector<double> SequentialLR::closed_form_lr() const { return last_lr_; }
 
 StateDict SequentialLR::state_dict() const {
   StateDict sd = LRScheduler::state_dict();

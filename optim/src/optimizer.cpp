@@ -1,4 +1,4 @@
-// Optimizer base: parameter groups, validation, step/zero_grad, state_dict/load_state_dict.
+// Optimizer base: option checks, parameter groups, validation, step/zero_grad, state_dict/load_state_dict.
 #include "xgrad/optim/optimizer.h"
 
 #include <charconv>
@@ -17,6 +17,23 @@ void wrong_options_type(const OptimizerOptions& have) {
   fail("ParamGroup::options_as(): the group's options are {}Options, not the type asked for", have.optimizer_name());
 }
 }  // namespace detail
+
+// ---- option checks ------------------------------------------------------------------------------------------
+namespace check {
+void non_negative(std::string_view optimizer, std::string_view option, double value) {
+  if (!(value >= 0)) fail("{}: {} must be >= 0, got {}", optimizer, option, value);
+}
+void in_unit_interval(std::string_view optimizer, std::string_view option, double value) {
+  if (!(value >= 0 && value < 1)) fail("{}: {} must be in [0, 1), got {}", optimizer, option, value);
+}
+void finite(std::string_view optimizer, std::string_view option, double value) {
+  if (!std::isfinite(value)) fail("{}: {} must be a finite number, got {}", optimizer, option, value);
+}
+void betas(std::string_view optimizer, std::string_view /*option*/, const Betas& value) {
+  in_unit_interval(optimizer, "beta1", value.first);
+  in_unit_interval(optimizer, "beta2", value.second);
+}
+}  // namespace check
 
 // ---- ParamGroup / ParamState -------------------------------------------------------------------------------
 ParamGroup::ParamGroup(std::vector<Tensor> params) : params(std::move(params)) {}

@@ -1,39 +1,9 @@
-// RMSprop: options validation and the in-place update (see xgrad/optim/rmsprop.h for the formulas).
+// RMSprop: the in-place update (see xgrad/optim/rmsprop.h for the formulas).
 #include "xgrad/optim/rmsprop.h"
 
 #include <cmath>
 
-#include "options_util.h"
-
 namespace xg::optim {
-
-void RMSpropOptions::validate() const {
-  check_at_least("RMSprop", "lr", lr_, 0);
-  check_at_least("RMSprop", "alpha", alpha_, 0);
-  check_at_least("RMSprop", "eps", eps_, 0);
-  check_at_least("RMSprop", "weight_decay", weight_decay_, 0);
-  check_at_least("RMSprop", "momentum", momentum_, 0);
-}
-
-std::vector<std::pair<std::string, double>> RMSpropOptions::values() const {
-  return {{"lr", lr_},
-          {"alpha", alpha_},
-          {"eps", eps_},
-          {"weight_decay", weight_decay_},
-          {"momentum", momentum_},
-          {"centered", centered_ ? 1.0 : 0.0},
-          {"maximize", maximize_ ? 1.0 : 0.0}};
-}
-
-void RMSpropOptions::set_values(const std::function<double(const std::string&)>& get) {
-  lr_ = get("lr");
-  alpha_ = get("alpha");
-  eps_ = get("eps");
-  weight_decay_ = get("weight_decay");
-  momentum_ = get("momentum");
-  centered_ = get("centered") != 0;
-  maximize_ = get("maximize") != 0;
-}
 
 RMSprop::RMSprop(std::vector<Tensor> params, const RMSpropOptions& defaults)
     : RMSprop(std::vector<ParamGroup>{ParamGroup(std::move(params))}, defaults) {}

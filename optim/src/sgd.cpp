@@ -1,36 +1,13 @@
 // SGD: options validation and the in-place update (see xgrad/optim/sgd.h for the formulas).
 #include "xgrad/optim/sgd.h"
 
-#include "options_util.h"
-
 namespace xg::optim {
 
 void SGDOptions::validate() const {
-  check_at_least("SGD", "lr", lr_, 0);
-  check_at_least("SGD", "momentum", momentum_, 0);
-  check_at_least("SGD", "weight_decay", weight_decay_, 0);
-  check_finite_value("SGD", "dampening", dampening_);
+  OptimizerOptionsBase::validate();
   if (nesterov_ && (momentum_ <= 0 || dampening_ != 0))
     fail("SGD: nesterov=true needs momentum > 0 and dampening = 0, got momentum {} and dampening {}", momentum_,
          dampening_);
-}
-
-std::vector<std::pair<std::string, double>> SGDOptions::values() const {
-  return {{"lr", lr_},
-          {"momentum", momentum_},
-          {"dampening", dampening_},
-          {"weight_decay", weight_decay_},
-          {"nesterov", nesterov_ ? 1.0 : 0.0},
-          {"maximize", maximize_ ? 1.0 : 0.0}};
-}
-
-void SGDOptions::set_values(const std::function<double(const std::string&)>& get) {
-  lr_ = get("lr");
-  momentum_ = get("momentum");
-  dampening_ = get("dampening");
-  weight_decay_ = get("weight_decay");
-  nesterov_ = get("nesterov") != 0;
-  maximize_ = get("maximize") != 0;
 }
 
 SGD::SGD(std::vector<Tensor> params, const SGDOptions& defaults)

@@ -15,7 +15,7 @@
 namespace xg::optim {
 
 /// Adagrad hyper-parameters (PyTorch: AdagradOptions / torch.optim.Adagrad arguments).
-class AdagradOptions : public OptimizerOptions {
+class AdagradOptions : public OptimizerOptionsBase<AdagradOptions> {
  public:
   explicit AdagradOptions(double lr = 1e-2) : lr_(lr) {}
   XG_OPTION(double, lr);
@@ -26,14 +26,17 @@ class AdagradOptions : public OptimizerOptions {
   XG_OPTION(bool, maximize) = false;
 
  public:
-  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<AdagradOptions>(*this); }
+  /// Every option once: its checkpoint name, its field and its check (see OptimizerOptionsBase).
+  template <class Self, class Visit>
+  static void for_each_option(Self& o, Visit&& visit) {
+    visit("lr", o.lr_, check::non_negative);
+    visit("lr_decay", o.lr_decay_, check::non_negative);
+    visit("weight_decay", o.weight_decay_, check::non_negative);
+    visit("initial_accumulator_value", o.initial_accumulator_value_, check::non_negative);
+    visit("eps", o.eps_, check::non_negative);
+    visit("maximize", o.maximize_);
+  }
   std::string_view optimizer_name() const override { return "Adagrad"; }
-  double get_lr() const override { return lr_; }
-  void set_lr(double lr) override { lr_ = lr; }
-  /// lr, lr_decay, weight_decay, initial_accumulator_value, eps all >= 0.
-  void validate() const override;
-  std::vector<std::pair<std::string, double>> values() const override;
-  void set_values(const std::function<double(const std::string&)>& get) override;
 };
 
 /// Per-parameter state: "sum" (s). Created at the parameter's first update (PyTorch creates it in the

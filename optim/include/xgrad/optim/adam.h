@@ -21,51 +21,39 @@
 
 namespace xg::optim {
 
-/// (β1, β2): decay rates of the first and second moment.
-using Betas = std::pair<double, double>;
+/// Adam and AdamW take the same options; only weight_decay's meaning and default differ, so one class template
+/// declares them for both: AdamOptions = AdamFamilyOptions<false>, AdamWOptions = AdamFamilyOptions<true>.
+template <bool Decoupled>
+class AdamFamilyOptions : public OptimizerOptionsBase<AdamFamilyOptions<Decoupled>> {
+ public:
+  explicit AdamFamilyOptions(double lr = 1e-3) : lr_(lr) {}
+  XG_OPTION(double, lr);
+  XG_OPTION(Betas, betas) = {0.9, 0.999};
+  XG_OPTION(double, eps) = 1e-8;
+  /// Adam: L2 penalty added to the gradient (default 0). AdamW: θ ← θ·(1 − lr·weight_decay) each step
+  /// (default 1e-2).
+  XG_OPTION(double, weight_decay) = Decoupled ? 1e-2 : 0.0;
+  XG_OPTION(bool, amsgrad) = false;
+  XG_OPTION(bool, maximize) = false;
+
+ public:
+  /// Every option once: its checkpoint name, its field and its check (see OptimizerOptionsBase).
+  template <class Self, class Visit>
+  static void for_each_option(Self& o, Visit&& visit) {
+    visit("lr", o.lr_, check::non_negative);
+    visit("betas", o.betas_, check::betas);
+    visit("eps", o.eps_, check::non_negative);
+    visit("weight_decay", o.weight_decay_, check::non_negative);
+    visit("amsgrad", o.amsgrad_);
+    visit("maximize", o.maximize_);
+  }
+  std::string_view optimizer_name() const override { return Decoupled ? "AdamW" : "Adam"; }
+};
 
 /// Adam hyper-parameters (PyTorch: AdamOptions / torch.optim.Adam arguments).
-class AdamOptions : public OptimizerOptions {
- public:
-  explicit AdamOptions(double lr = 1e-3) : lr_(lr) {}
-  XG_OPTION(double, lr);
-  XG_OPTION(Betas, betas) = {0.9, 0.999};
-  XG_OPTION(double, eps) = 1e-8;
-  XG_OPTION(double, weight_decay) = 0;  // L2 penalty added to the gradient
-  XG_OPTION(bool, amsgrad) = false;
-  XG_OPTION(bool, maximize) = false;
-
- public:
-  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<AdamOptions>(*this); }
-  std::string_view optimizer_name() const override { return "Adam"; }
-  double get_lr() const override { return lr_; }
-  void set_lr(double lr) override { lr_ = lr; }
-  /// lr >= 0, eps >= 0, 0 <= beta1 < 1, 0 <= beta2 < 1, weight_decay >= 0.
-  void validate() const override;
-  std::vector<std::pair<std::string, double>> values() const override;
-  void set_values(const std::function<double(const std::string&)>& get) override;
-};
-
+using AdamOptions = AdamFamilyOptions<false>;
 /// AdamW hyper-parameters: as Adam, but weight_decay is decoupled and defaults to 1e-2.
-class AdamWOptions : public OptimizerOptions {
- public:
-  explicit AdamWOptions(double lr = 1e-3) : lr_(lr) {}
-  XG_OPTION(double, lr);
-  XG_OPTION(Betas, betas) = {0.9, 0.999};
-  XG_OPTION(double, eps) = 1e-8;
-  XG_OPTION(double, weight_decay) = 1e-2;  // θ ← θ·(1 − lr·weight_decay) each step
-  XG_OPTION(bool, amsgrad) = false;
-  XG_OPTION(bool, maximize) = false;
-
- public:
-  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<AdamWOptions>(*this); }
-  std::string_view optimizer_name() const override { return "AdamW"; }
-  double get_lr() const override { return lr_; }
-  void set_lr(double lr) override { lr_ = lr; }
-  void validate() const override;
-  std::vector<std::pair<std::string, double>> values() const override;
-  void set_values(const std::function<double(const std::string&)>& get) override;
-};
+using AdamWOptions = AdamFamilyOptions<true>;
 
 /// Per-parameter state: "exp_avg" (m), "exp_avg_sq" (v), and "max_exp_avg_sq" (v_max) with amsgrad.
 class Adam final : public Optimizer {

@@ -10,9 +10,12 @@
 //     sched.step();
 //   }
 //
-// Each schedule is computed in PyTorch 1.13's *chainable* form (the new lr from the group's current lr, so
-// schedules can be combined and manual lr changes persist); the *closed* form (a function of the base lr and the
-// epoch) is used where PyTorch uses it: when SequentialLR switches to the next schedule. Both agree to rounding.
+// Each schedule states its formula once, as a factor f(e) of the epoch e (f(0) is where it starts):
+//   lr(e) = eta_min + (base_lr − eta_min)·f(e)        (eta_min is CosineAnnealingLR's; 0 for the others)
+// The base class derives from f both forms PyTorch 1.13 uses. step() computes the *chainable* form, the new lr
+// from the group's current lr, which keeps its distance to eta_min scaled by f(e)/f(e−1) (so schedules can be
+// combined and manual lr changes persist); SequentialLR uses the *closed* form above, from base_lr, when it
+// switches to the next schedule. Both agree to rounding.
 //
 // The first scheduler attached records each group's lr as `initial_lr` (saved with the optimizer); every
 // scheduler's base_lrs come from it, so a second scheduler starts from the original lr, not the current one.
@@ -31,14 +34,15 @@
 
 namespace xg::optim {
 
-/// Base class of the epoch-based schedules (PyTorch: torch.optim.lr_scheduler._LRScheduler).
+/// Base class of the epoch-based schedules (PyTorch: torch.optim.lr_scheduler._LRScheduler). A schedule
+/// overrides factor() (and eta_min() if its lr does not scale towards 0); the bookkeeping is all here.
 class LRScheduler {
  public:
   virtual ~LRScheduler() = default;
   LRScheduler(const LRScheduler&) = delete;
   LRScheduler& operator=(const LRScheduler&) = delete;
 
-  /// Advances one epoch and writes the new learning rates into the optimizer's groups.
+  /// Advances one epoch and writes the new learning rates into the optimizer's groups (the chainable form).
   virtual void step();
   /// The learning rate of each group after the last step() (or after construction).
   const std::vector<double>& get_last_lr() const { return last_lr_; }
@@ -55,19 +59,16 @@ class LRScheduler {
 
  protected:
   /// Sets initial_lr of groups that have none and reads base_lrs. Derived constructors validate their
-  /// arguments and then call initial_step() (a base constructor cannot call the derived get_lr()).
+  /// arguments and then call initial_step() (a base constructor cannot call the derived factor()).
   LRScheduler(Optimizer& optimizer, std::string name);
   /// PyTorch's _initial_step(): step count 0, then one step() to epoch 0.
   void initial_step();
-  /// The chainable form: the new lr of each group from its current lr and last_epoch_ (already advanced).
-  virtual std::vector<double> get_lr() const = 0;
-  /// The closed form: the lr of each group at last_epoch_ from base_lrs_.
-  virtual std::vector<double> closed_form_lr() const = 0;
+  /// The schedule: lr(e) = eta_min() + (base_lr − eta_min())·factor(e), for e >= 0. The only formula a schedule
+  /// writes. (Not pure, as in PyTorch, whose base get_lr() raises: SequentialLR overrides step() instead.)
+  virtual double factor(std::int64_t epoch) const;
+  /// The lr the schedule scales towards: 0, or CosineAnnealingLR's eta_min.
+  virtual double eta_min() const { return 0.0; }
 
-  /// The current lr of each group.
-  std::vector<double> group_lrs() const;
-  /// Writes `lrs` into the groups and records them as last_lr.
-  void apply(const std::vector<double>& lrs);
   /// Error if groups were added to the optimizer after the scheduler was made.
   void check_groups(const char* where) const;
 
@@ -80,6 +81,12 @@ class LRScheduler {
 
  private:
   friend class SequentialLR;
+  /// PyTorch's get_lr(): the new lr of each group from its current lr, at last_epoch_ (already advanced).
+  std::vector<double> get_lr() const;
+  /// PyTorch's _get_closed_form_lr(): the lr of each group at last_epoch_ from base_lrs_.
+  std::vector<double> closed_form_lr() const;
+  /// Writes `lrs` into the groups and records them as last_lr.
+  void apply(const std::vector<double>& lrs);
   /// PyTorch's deprecated step(epoch): jump to `epoch` using the closed form (SequentialLR at a milestone).
   void step_to(std::int64_t epoch);
 };
@@ -90,8 +97,7 @@ class StepLR final : public LRScheduler {
   StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma = 0.1);
 
  protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
+  double factor(std::int64_t epoch) const override;
 
  private:
   std::int64_t step_size_;
@@ -104,8 +110,7 @@ class MultiStepLR final : public LRScheduler {
   MultiStepLR(Optimizer& optimizer, std::vector<std::int64_t> milestones, double gamma = 0.1);
 
  protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
+  double factor(std::int64_t epoch) const override;
 
  private:
   std::vector<std::int64_t> milestones_;  // sorted
@@ -118,8 +123,7 @@ class ExponentialLR final : public LRScheduler {
   ExponentialLR(Optimizer& optimizer, double gamma);
 
  protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
+  double factor(std::int64_t epoch) const override;
 
  private:
   double gamma_;
@@ -132,8 +136,8 @@ class CosineAnnealingLR final : public LRScheduler {
   CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min = 0.0);
 
  protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
+  double factor(std::int64_t epoch) const override;
+  double eta_min() const override { return eta_min_; }
 
  private:
   std::int64_t T_max_;
@@ -148,8 +152,7 @@ class LinearLR final : public LRScheduler {
   LinearLR(Optimizer& optimizer, double start_factor = 1.0 / 3, double end_factor = 1.0, std::int64_t total_iters = 5);
 
  protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
+  double factor(std::int64_t epoch) const override;
 
  private:
   double start_factor_, end_factor_;
@@ -169,14 +172,11 @@ class SequentialLR final : public LRScheduler {
  public:
   SequentialLR(Optimizer& optimizer, std::vector<std::shared_ptr<LRScheduler>> schedulers,
                std::vector<std::int64_t> milestones);
+  /// Steps the scheduler in charge (restarting the next one at its epoch 0 at a milestone); its lrs are ours.
   void step() override;
   /// As the base, plus each scheduler's state under "schedulers.<i>.".
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
-
- protected:
-  std::vector<double> get_lr() const override;
-  std::vector<double> closed_form_lr() const override;
 
  private:
   std::vector<std::shared_ptr<LRScheduler>> schedulers_;

@@ -54,7 +54,8 @@ namespace xg::optim {
   T name##_
 
 /// What every optimizer's options struct (SGDOptions, AdamOptions, ...) can do, so the base class, the LR
-/// schedulers and the checkpoint code can handle any of them.
+/// schedulers and the checkpoint code can handle any of them. The structs get all of it but optimizer_name()
+/// from OptimizerOptionsBase below, out of their one list of options.
 class OptimizerOptions {
  public:
   virtual ~OptimizerOptions() = default;
@@ -69,6 +70,79 @@ class OptimizerOptions {
   virtual std::vector<std::pair<std::string, double>> values() const = 0;
   /// Sets every hyper-parameter from `get(name)` (the inverse of values()).
   virtual void set_values(const std::function<double(const std::string&)>& get) = 0;
+};
+
+/// (β1, β2): decay rates of the first and second moment (Adam, AdamW).
+using Betas = std::pair<double, double>;
+
+/// The checks an options struct attaches to its options (see OptimizerOptionsBase). Each throws xg::Error
+/// naming the optimizer, the option, the rule and the value.
+namespace check {
+/// "SGD: lr must be >= 0, got -0.1" (NaN fails too).
+void non_negative(std::string_view optimizer, std::string_view option, double value);
+/// "<optimizer>: <option> must be in [0, 1), got 1" (check::betas applies it to each beta).
+void in_unit_interval(std::string_view optimizer, std::string_view option, double value);
+/// "SGD: dampening must be a finite number, got nan".
+void finite(std::string_view optimizer, std::string_view option, double value);
+/// Each beta in [0, 1): "Adam: beta1 must be in [0, 1), got 1.2".
+void betas(std::string_view optimizer, std::string_view option, const Betas& value);
+}  // namespace check
+
+namespace detail {
+// How one option becomes checkpoint numbers (values()) and back (set_values()): a number as itself, a bool as
+// 0/1, Betas as two numbers "<name>.0" and "<name>.1" (PyTorch's betas tuple).
+using NamedValues = std::vector<std::pair<std::string, double>>;
+using ValueGetter = std::function<double(const std::string&)>;
+inline void put(NamedValues& out, std::string_view name, double v) { out.emplace_back(name, v); }
+inline void put(NamedValues& out, std::string_view name, bool v) { out.emplace_back(name, v ? 1.0 : 0.0); }
+inline void put(NamedValues& out, std::string_view name, const Betas& v) {
+  out.emplace_back(std::string(name) + ".0", v.first);
+  out.emplace_back(std::string(name) + ".1", v.second);
+}
+inline void take(const ValueGetter& get, std::string_view name, double& v) { v = get(std::string(name)); }
+inline void take(const ValueGetter& get, std::string_view name, bool& v) { v = get(std::string(name)) != 0; }
+inline void take(const ValueGetter& get, std::string_view name, Betas& v) {
+  v = {get(std::string(name) + ".0"), get(std::string(name) + ".1")};
+}
+}  // namespace detail
+
+/// Implements OptimizerOptions for an options struct from the one list of its options, which the struct writes
+/// as a static member template (one line per option: checkpoint name, field, optional check):
+///
+///   template <class Self, class Visit>
+///   static void for_each_option(Self& o, Visit&& visit) {
+///     visit("lr", o.lr_, check::non_negative);
+///     visit("nesterov", o.nesterov_);
+///   }
+///
+/// That list, in that order, is what state_dict() saves per parameter group, what load_state_dict() reads back
+/// and what validate() checks. The struct adds optimizer_name() and has an `lr` option.
+/// (PyTorch's OptimizerCloneableOptions<Derived> provides the clone() part the same way.)
+template <class Options>
+class OptimizerOptionsBase : public OptimizerOptions {
+ public:
+  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<Options>(self()); }
+  double get_lr() const override { return self().lr(); }
+  void set_lr(double lr) override { self().lr(lr); }
+  void validate() const override {
+    // `check` is the option's check, or nothing for an option without one (the bools).
+    Options::for_each_option(self(), [&]([[maybe_unused]] std::string_view name, [[maybe_unused]] const auto& value,
+                                         auto... check) { (check(optimizer_name(), name, value), ...); });
+  }
+  std::vector<std::pair<std::string, double>> values() const override {
+    detail::NamedValues out;
+    Options::for_each_option(self(),
+                             [&](std::string_view name, const auto& value, auto...) { detail::put(out, name, value); });
+    return out;
+  }
+  void set_values(const std::function<double(const std::string&)>& get) override {
+    Options::for_each_option(self(),
+                             [&](std::string_view name, auto& value, auto...) { detail::take(get, name, value); });
+  }
+
+ private:
+  const Options& self() const { return static_cast<const Options&>(*this); }
+  Options& self() { return static_cast<Options&>(*this); }
 };
 
 /// Parameters that share hyper-parameters. A group made without options uses the optimizer's defaults.

@@ -17,7 +17,7 @@
 namespace xg::optim {
 
 /// RMSprop hyper-parameters (PyTorch: RMSpropOptions / torch.optim.RMSprop arguments).
-class RMSpropOptions : public OptimizerOptions {
+class RMSpropOptions : public OptimizerOptionsBase<RMSpropOptions> {
  public:
   explicit RMSpropOptions(double lr = 1e-2) : lr_(lr) {}
   XG_OPTION(double, lr);
@@ -29,14 +29,18 @@ class RMSpropOptions : public OptimizerOptions {
   XG_OPTION(bool, maximize) = false;
 
  public:
-  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<RMSpropOptions>(*this); }
+  /// Every option once: its checkpoint name, its field and its check (see OptimizerOptionsBase).
+  template <class Self, class Visit>
+  static void for_each_option(Self& o, Visit&& visit) {
+    visit("lr", o.lr_, check::non_negative);
+    visit("alpha", o.alpha_, check::non_negative);
+    visit("eps", o.eps_, check::non_negative);
+    visit("weight_decay", o.weight_decay_, check::non_negative);
+    visit("momentum", o.momentum_, check::non_negative);
+    visit("centered", o.centered_);
+    visit("maximize", o.maximize_);
+  }
   std::string_view optimizer_name() const override { return "RMSprop"; }
-  double get_lr() const override { return lr_; }
-  void set_lr(double lr) override { lr_ = lr; }
-  /// lr, alpha, eps, weight_decay, momentum all >= 0.
-  void validate() const override;
-  std::vector<std::pair<std::string, double>> values() const override;
-  void set_values(const std::function<double(const std::string&)>& get) override;
 };
 
 /// Per-parameter state: "square_avg" (v), "momentum_buffer" (b, momentum > 0), "grad_avg" (centered).

@@ -15,8 +15,9 @@
 
 namespace xg::optim {
 
+// [sgd_options]
 /// SGD hyper-parameters (PyTorch: SGDOptions / torch.optim.SGD arguments). lr has no default, as in PyTorch.
-class SGDOptions : public OptimizerOptions {
+class SGDOptions : public OptimizerOptionsBase<SGDOptions> {
  public:
   explicit SGDOptions(double lr) : lr_(lr) {}
   XG_OPTION(double, lr);
@@ -27,15 +28,21 @@ class SGDOptions : public OptimizerOptions {
   XG_OPTION(bool, maximize) = false;
 
  public:
-  std::unique_ptr<OptimizerOptions> clone() const override { return std::make_unique<SGDOptions>(*this); }
+  /// Every option once: its checkpoint name, its field and its check (see OptimizerOptionsBase).
+  template <class Self, class Visit>
+  static void for_each_option(Self& o, Visit&& visit) {
+    visit("lr", o.lr_, check::non_negative);
+    visit("momentum", o.momentum_, check::non_negative);
+    visit("dampening", o.dampening_, check::finite);
+    visit("weight_decay", o.weight_decay_, check::non_negative);
+    visit("nesterov", o.nesterov_);
+    visit("maximize", o.maximize_);
+  }
   std::string_view optimizer_name() const override { return "SGD"; }
-  double get_lr() const override { return lr_; }
-  void set_lr(double lr) override { lr_ = lr; }
-  /// lr >= 0, momentum >= 0, weight_decay >= 0; nesterov needs momentum > 0 and dampening = 0.
+  /// The checks above, then: nesterov needs momentum > 0 and dampening = 0.
   void validate() const override;
-  std::vector<std::pair<std::string, double>> values() const override;
-  void set_values(const std::function<double(const std::string&)>& get) override;
 };
+// [/sgd_options]
 
 /// Per-parameter state: "momentum_buffer" (only when momentum ≠ 0).
 class SGD final : public Optimizer {
