@@ -14,7 +14,8 @@ PACKAGES=(
   libopenblas-dev            # GEMM for matmul / Linear / Conv2d (float64)
   libdnnl-dev                # oneDNN: float32 GEMM (JIT kernels for the CPU at hand)
   libfmt-dev                 # formatting
-  zlib1g-dev                 # .gz IDX files, .npz CRCs
+  zlib1g-dev                 # .gz IDX files
+  libzip-dev pkgconf         # .npz archives (checkpoints); CMake finds libzip through pkg-config
   libcli11-dev               # xgrad-lab's command line
   doctest-dev                # tests
   libbenchmark-dev           # bench/

@@ -4,8 +4,9 @@
 //   "\x93NUMPY" | major, minor (1, 0) | header length (uint16 LE; uint32 for versions 2 and 3) |
 //   header: a Python dict literal "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }" padded with
 //   spaces and ended by '\n' so that the data starts at a multiple of 64 bytes | the raw array, C order.
-// .npz: a zip archive of "<name>.npy" entries. We write "stored" (uncompressed) entries with zlib's CRC-32;
-// we read stored and deflated entries (np.savez_compressed), and the zip64 fields numpy's writer emits.
+// .npz: a zip archive of "<name>.npy" entries, built and parsed by libzip (Debian's libzip-dev, not hand-written
+// zip code). We write "stored" (uncompressed) entries, as np.savez does; we read stored and deflated entries
+// (np.savez_compressed), with the zip64 fields numpy's writer emits.
 //
 // Every read error names the file (and the archive entry) and what is wrong; nothing is trusted before its
 // bounds are checked, so a truncated or foreign file gives an xg::Error, never a crash.
@@ -13,15 +14,17 @@
 
 #include <fcntl.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <zip.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 
 #include <xtensor/xarray.hpp>
@@ -37,16 +40,9 @@ void put_u16(std::string& out, std::uint16_t v) {
   out.push_back(static_cast<char>(v & 0xff));
   out.push_back(static_cast<char>(v >> 8));
 }
-void put_u32(std::string& out, std::uint32_t v) {
-  put_u16(out, static_cast<std::uint16_t>(v & 0xffff));
-  put_u16(out, static_cast<std::uint16_t>(v >> 16));
-}
 std::uint16_t get_u16(const unsigned char* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
 std::uint32_t get_u32(const unsigned char* p) {
   return static_cast<std::uint32_t>(get_u16(p)) | (static_cast<std::uint32_t>(get_u16(p + 2)) << 16);
-}
-std::uint64_t get_u64(const unsigned char* p) {
-  return static_cast<std::uint64_t>(get_u32(p)) | (static_cast<std::uint64_t>(get_u32(p + 4)) << 32);
 }
 
 // A read-only view of bytes with the name of where they came from (for error messages).
@@ -99,8 +95,8 @@ void write_atomically(const std::string& path, const std::string& bytes, const c
     fail("{}: cannot rename '{}' to '{}' ({})", fn, tmp, path, std::strerror(err));
   }
   // Make the rename itself durable.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
@@ -374,184 +370,160 @@ Tensor parse_npy(const Bytes& b) {
   return make_tensor<double>(data, e, h, n);
 }
 
-// ---- zip writing (stored entries) ------------------------------------------------------------------------------
-constexpr std::uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50;
-constexpr std::uint32_t kZip64EndSig = 0x06064b50, kZip64LocatorSig = 0x07064b50;
-constexpr std::uint16_t kDosDate1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01, the zip epoch
+// ---- .npz: zip archives through libzip -----------------------------------------------------------------------
+// libzip (Debian's libzip-dev) builds the archive in memory, so the file itself is still written once, by
+// write_atomically (temp file, fsync, rename). Reading parses the whole file from memory: libzip checks the zip
+// structure and each entry's CRC-32, we bound sizes and give the messages.
 
+// Owning handles; each frees with libzip's own call.
+struct ZipDiscard {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+struct ZipFileClose {
+  void operator()(zip_file_t* f) const { zip_fclose(f); }
+};
+struct ZipSourceFree {
+  void operator()(zip_source_t* s) const { zip_source_free(s); }
+};
+using ZipArchive = std::unique_ptr<zip_t, ZipDiscard>;
+using ZipFile = std::unique_ptr<zip_file_t, ZipFileClose>;
+using ZipSource = std::unique_ptr<zip_source_t, ZipSourceFree>;
+
+std::string zip_message(zip_error_t* err) {
+  std::string m = zip_error_strerror(err);
+  zip_error_fini(err);
+  return m;
+}
+
+// 1980-01-01 00:00 local time, the zip epoch: fixed entry times make equal state dicts equal files.
+time_t zip_epoch() {
+  std::tm tm{};
+  tm.tm_year = 80;
+  tm.tm_mday = 1;
+  tm.tm_isdst = -1;
+  return std::mktime(&tm);
+}
+
+// A zip of "stored" (uncompressed, as np.savez writes) entries; libzip adds zip64 fields where sizes need them.
 std::string zip_bytes(const std::vector<std::pair<std::string, std::string>>& files, const std::string& path) {
-  constexpr std::uint64_t kMax32 = std::numeric_limits<std::uint32_t>::max();
-  if (files.size() >= 0xffff) fail("save_npz: '{}': {} entries are more than a plain zip holds", path, files.size());
-  std::string out, central;
+  // An empty archive is only the 22-byte end record (as np.savez() writes); libzip would write nothing at all.
+  static constexpr char kEmptyZip[22] = {'P', 'K', 5, 6};
+  if (files.empty()) return std::string(kEmptyZip, sizeof kEmptyZip);
+  auto bad = [&](const std::string& what) { fail("save_npz: '{}': {}", path, what); };
+  zip_error_t err;
+  zip_error_init(&err);
+  ZipSource mem(zip_source_buffer_create(nullptr, 0, 0, &err));
+  if (!mem) bad("libzip cannot create a buffer: " + zip_message(&err));
+  ZipArchive za(zip_open_from_source(mem.get(), ZIP_TRUNCATE, &err));
+  if (!za) bad("libzip cannot start an archive: " + zip_message(&err));
+  zip_source_keep(mem.get());  // the archive owns one reference, `mem` the other: the bytes outlive zip_close
+  const time_t epoch = zip_epoch();
   for (const auto& [name, data] : files) {
-    if (name.size() >= 0xffff) fail("save_npz: '{}': the name '{}' is too long", path, name);
-    if (data.size() >= kMax32 || out.size() >= kMax32)
-      fail("save_npz: '{}': entry '{}' does not fit a zip without zip64 (4 GiB)", path, name);
-    const auto crc = static_cast<std::uint32_t>(
-        ::crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size())));
-    const auto offset = static_cast<std::uint32_t>(out.size());
-    const auto size = static_cast<std::uint32_t>(data.size());
-    const auto name_len = static_cast<std::uint16_t>(name.size());
-    // local file header
-    put_u32(out, kLocalSig);
-    put_u16(out, 20);  // version needed to extract: 2.0
-    put_u16(out, 0);   // flags
-    put_u16(out, 0);   // method: stored
-    put_u16(out, 0);   // time
-    put_u16(out, kDosDate1980);
-    put_u32(out, crc);
-    put_u32(out, size);  // compressed size
-    put_u32(out, size);  // uncompressed size
-    put_u16(out, name_len);
-    put_u16(out, 0);  // extra length
-    out += name;
-    out += data;
-    // central directory record
-    put_u32(central, kCentralSig);
-    put_u16(central, 20);  // version made by
-    put_u16(central, 20);  // version needed
-    put_u16(central, 0);
-    put_u16(central, 0);
-    put_u16(central, 0);
-    put_u16(central, kDosDate1980);
-    put_u32(central, crc);
-    put_u32(central, size);
-    put_u32(central, size);
-    put_u16(central, name_len);
-    put_u16(central, 0);  // extra
-    put_u16(central, 0);  // comment
-    put_u16(central, 0);  // disk
-    put_u16(central, 0);  // internal attributes
-    put_u32(central, 0);  // external attributes
-    put_u32(central, offset);
-    central += name;
+    zip_source_t* src = zip_source_buffer(za.get(), data.data(), data.size(), 0);
+    const zip_int64_t i = src ? zip_file_add(za.get(), name.c_str(), src, ZIP_FL_ENC_GUESS) : -1;
+    if (i < 0) {
+      if (src) zip_source_free(src);
+      bad(fmt::format("cannot add entry '{}' ({})", name, zip_strerror(za.get())));
+    }
+    const auto idx = static_cast<zip_uint64_t>(i);
+    if (zip_set_file_compression(za.get(), idx, ZIP_CM_STORE, 0) != 0 ||
+        zip_file_set_mtime(za.get(), idx, epoch, 0) != 0)
+      bad(fmt::format("cannot set up entry '{}' ({})", name, zip_strerror(za.get())));
   }
-  if (out.size() + central.size() >= kMax32) fail("save_npz: '{}' does not fit a zip without zip64 (4 GiB)", path);
-  const auto cd_offset = static_cast<std::uint32_t>(out.size());
-  out += central;
-  put_u32(out, kEndSig);
-  put_u16(out, 0);
-  put_u16(out, 0);
-  put_u16(out, static_cast<std::uint16_t>(files.size()));
-  put_u16(out, static_cast<std::uint16_t>(files.size()));
-  put_u32(out, static_cast<std::uint32_t>(central.size()));
-  put_u32(out, cd_offset);
-  put_u16(out, 0);  // comment length
+  if (zip_close(za.get()) != 0) bad(fmt::format("libzip cannot write the archive ({})", zip_strerror(za.get())));
+  za.release();  // zip_close freed it
+  // Read the finished archive back out of the buffer.
+  zip_stat_t st;
+  if (zip_source_stat(mem.get(), &st) != 0 || !(st.valid & ZIP_STAT_SIZE) || zip_source_open(mem.get()) != 0)
+    bad(fmt::format("cannot read the archive libzip built ({})", zip_error_strerror(zip_source_error(mem.get()))));
+  std::string out(st.size, '\0');
+  zip_uint64_t done = 0;
+  while (done < st.size) {
+    const zip_int64_t n = zip_source_read(mem.get(), out.data() + done, st.size - done);
+    if (n <= 0) break;
+    done += static_cast<zip_uint64_t>(n);
+  }
+  zip_source_close(mem.get());
+  if (done != st.size) bad("cannot read the archive libzip built");
   return out;
 }
 
-// ---- zip reading -------------------------------------------------------------------------------------------------
-struct ZipEntry {
-  std::string name;
-  std::uint16_t method = 0, flags = 0;
-  std::uint32_t crc = 0;
-  std::uint64_t csize = 0, usize = 0, offset = 0;
-};
+// What a failed read means, and what to do about it.
+constexpr const char* kDamaged = "the file is damaged or was cut short; save it again or use another copy";
 
-std::vector<ZipEntry> zip_directory(const Bytes& b) {
-  auto bad = [&](const std::string& what) { fail("load_npz: {} {}", b.where, what); };
-  if (b.size < 22) bad(fmt::format("is not an .npz (zip) archive: only {} bytes, or truncated", b.size));
-  // The end-of-central-directory record is the last 22 bytes plus a comment of up to 65535 bytes.
-  std::size_t eocd = std::string::npos;
-  const std::size_t lowest = b.size >= 22 + 0xffff ? b.size - 22 - 0xffff : 0;
-  for (std::size_t p = b.size - 22 + 1; p-- > lowest;)
-    if (get_u32(b.data + p) == kEndSig) {
-      eocd = p;
-      break;
-    }
-  if (eocd == std::string::npos)
-    bad("is not an .npz (zip) archive, or is truncated: no end-of-central-directory record");
-  std::uint64_t count = get_u16(b.data + eocd + 10);
-  std::uint64_t cd_size = get_u32(b.data + eocd + 12);
-  std::uint64_t cd_offset = get_u32(b.data + eocd + 16);
-  if (count == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {  // zip64
-    if (eocd < 20 || get_u32(b.data + eocd - 20) != kZip64LocatorSig) bad("has a damaged zip64 directory locator");
-    const std::uint64_t z64 = get_u64(b.data + eocd - 20 + 8);
-    if (z64 > b.size || b.size - z64 < 56 || get_u32(b.data + z64) != kZip64EndSig)
-      bad("has a damaged zip64 directory");
-    count = get_u64(b.data + z64 + 32);
-    cd_size = get_u64(b.data + z64 + 40);
-    cd_offset = get_u64(b.data + z64 + 48);
+// An open archive over `bytes` (which must outlive it).
+ZipArchive zip_open_bytes(const std::string& bytes, const std::string& path) {
+  auto bad = [&](const std::string& what) { fail("load_npz: file '{}' {}", path, what); };
+  // libzip opens an empty file as an empty archive; an .npz has at least the 22-byte end record.
+  if (bytes.size() < 22) bad(fmt::format("is not an .npz (zip) archive: only {} bytes ({})", bytes.size(), kDamaged));
+  zip_error_t err;
+  zip_error_init(&err);
+  ZipSource src(zip_source_buffer_create(bytes.data(), bytes.size(), 0, &err));
+  if (!src) bad("cannot be read: " + zip_message(&err));
+  // ZIP_CHECKCONS: every local header must agree with the directory (catches cut or spliced archives early).
+  ZipArchive za(zip_open_from_source(src.get(), ZIP_RDONLY | ZIP_CHECKCONS, &err));
+  if (!za) {
+    const int code = zip_error_code_zip(&err);
+    const std::string lib = zip_message(&err);
+    // libzip says "not a zip" both when there is no end record and when the directory it points at is bad; the
+    // end record's signature in the file's last 64 KiB (where it must be) tells the two apart for the message.
+    const std::size_t tail = std::min<std::size_t>(bytes.size(), 22 + 0xffff);
+    const bool has_end =
+        std::string_view(bytes).substr(bytes.size() - tail).find("PK\x05\x06") != std::string_view::npos;
+    if (code == ZIP_ER_NOZIP && !has_end)
+      bad(fmt::format("is not an .npz (zip) archive, or is truncated: no end-of-central-directory record "
+                      "(libzip: {}). An .npz is written by np.savez or xg::save_npz; if this one was, {}",
+                      lib, kDamaged));
+    if (code == ZIP_ER_NOZIP || code == ZIP_ER_INCONS)
+      bad(fmt::format("has a bad zip directory: it does not match the rest of the file (libzip: {}); {}", lib,
+                      kDamaged));
+    if (code == ZIP_ER_EXISTS)
+      bad(fmt::format("holds two entries with the same name (libzip: {}); {}", lib, kDamaged));
+    bad(fmt::format("cannot be opened as a zip archive (libzip: {}); {}", lib, kDamaged));
   }
-  if (cd_offset > b.size || cd_size > b.size - cd_offset)
-    bad(fmt::format("has a bad zip directory: it claims bytes {}..{} of a {}-byte file (truncated?)", cd_offset,
-                    cd_offset + cd_size, b.size));
-  std::vector<ZipEntry> entries;
-  std::size_t p = cd_offset;
-  const std::size_t end = cd_offset + cd_size;
-  for (std::uint64_t i = 0; i < count; ++i) {
-    if (end - p < 46 || get_u32(b.data + p) != kCentralSig)
-      bad(fmt::format("has a bad zip directory: record {} of {} is damaged", i, count));
-    ZipEntry e;
-    e.flags = get_u16(b.data + p + 8);
-    e.method = get_u16(b.data + p + 10);
-    e.crc = get_u32(b.data + p + 16);
-    e.csize = get_u32(b.data + p + 20);
-    e.usize = get_u32(b.data + p + 24);
-    const std::size_t name_len = get_u16(b.data + p + 28), extra_len = get_u16(b.data + p + 30),
-                      comment_len = get_u16(b.data + p + 32);
-    e.offset = get_u32(b.data + p + 42);
-    if (end - p - 46 < name_len + extra_len + comment_len)
-      bad(fmt::format("has a bad zip directory: record {} runs past its end", i));
-    e.name.assign(reinterpret_cast<const char*>(b.data + p + 46), name_len);
-    // zip64 extra field (id 1): 64-bit values for the fields saturated at 0xffffffff, in this order.
-    for (std::size_t x = p + 46 + name_len, xe = x + extra_len; x + 4 <= xe;) {
-      const std::uint16_t id = get_u16(b.data + x), len = get_u16(b.data + x + 2);
-      if (x + 4 + len > xe) bad(fmt::format("has a bad extra field in the record of '{}'", e.name));
-      if (id == 1) {
-        std::size_t q = x + 4;
-        auto take = [&](std::uint64_t& field) {
-          if (field != 0xffffffff) return;
-          if (q + 8 > x + 4 + len) bad(fmt::format("has a short zip64 field for '{}'", e.name));
-          field = get_u64(b.data + q);
-          q += 8;
-        };
-        take(e.usize);
-        take(e.csize);
-        take(e.offset);
-      }
-      x += 4 + len;
-    }
-    entries.push_back(std::move(e));
-    p += 46 + name_len + extra_len + comment_len;
-  }
-  return entries;
+  src.release();  // the archive owns the source now
+  return za;
 }
 
-// The uncompressed bytes of one entry, CRC-checked.
-std::string zip_entry_data(const Bytes& b, const ZipEntry& e) {
-  auto bad = [&](const std::string& what) { fail("load_npz: {}, entry '{}' {}", b.where, e.name, what); };
-  if (e.flags & 1) bad("is encrypted");
-  if (e.offset > b.size || b.size - e.offset < 30 || get_u32(b.data + e.offset) != kLocalSig)
-    bad("has a bad local header (the archive is truncated or corrupt)");
-  const std::size_t data_start = e.offset + 30 + get_u16(b.data + e.offset + 26) + get_u16(b.data + e.offset + 28);
-  if (data_start > b.size || e.csize > b.size - data_start)
-    bad(fmt::format("is truncated: it needs {} bytes but the file ends {} bytes after its start", e.csize,
-                    data_start > b.size ? 0 : b.size - data_start));
-  const auto* src = b.data + data_start;
-  std::string out;
-  if (e.method == 0) {
-    if (e.csize != e.usize) bad("has inconsistent sizes for a stored entry");
-    out.assign(reinterpret_cast<const char*>(src), e.csize);
-  } else if (e.method == 8) {  // deflate (np.savez_compressed)
-    if (e.usize > (std::uint64_t{1} << 40)) bad("declares an implausible size");
-    out.resize(e.usize);
-    z_stream zs{};
-    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) bad("cannot be inflated (zlib init failed)");
-    zs.next_in = const_cast<Bytef*>(src);
-    zs.avail_in = static_cast<uInt>(e.csize);
-    zs.next_out = reinterpret_cast<Bytef*>(out.data());
-    zs.avail_out = static_cast<uInt>(out.size());
-    const int rc = inflate(&zs, Z_FINISH);
-    const std::size_t produced = zs.total_out;
-    inflateEnd(&zs);
-    if (rc != Z_STREAM_END || produced != e.usize) bad("is corrupt (deflate stream does not decode)");
-  } else {
-    bad(fmt::format("uses compression method {}, which xgrad cannot read (stored or deflate)", e.method));
+// The uncompressed bytes of entry `i`, CRC-checked by libzip.
+std::string zip_entry_data(zip_t* za, zip_uint64_t i, const zip_stat_t& st, const std::string& path) {
+  auto bad = [&](const std::string& what) { fail("load_npz: file '{}', entry '{}' {}", path, st.name, what); };
+  if (st.encryption_method != ZIP_EM_NONE) bad("is encrypted; xgrad reads only unencrypted archives");
+  if (st.comp_method != ZIP_CM_STORE && st.comp_method != ZIP_CM_DEFLATE)
+    bad(fmt::format("uses compression method {}, which xgrad cannot read (stored or deflate, as np.savez and "
+                    "np.savez_compressed write)",
+                    st.comp_method));
+  if (st.comp_method == ZIP_CM_STORE && st.size != st.comp_size)
+    bad(fmt::format("is stored (not compressed) but declares {} bytes of data and {} in the file; {}", st.size,
+                    st.comp_size, kDamaged));
+  // Deflate expands at most 1032:1, so a larger claimed size is a lie (or a zip bomb): refuse before allocating.
+  if (st.size / 1032 > st.comp_size + 1)
+    bad(fmt::format("declares {} bytes from {} compressed ones, which deflate cannot produce; {}", st.size,
+                    st.comp_size, kDamaged));
+  ZipFile f(zip_fopen_index(za, i, 0));
+  if (!f) bad(fmt::format("cannot be opened (libzip: {}); {}", zip_strerror(za), kDamaged));
+  std::string out(st.size, '\0');
+  zip_uint64_t done = 0;
+  while (true) {  // to the end, where libzip compares the CRC-32 and the size
+    char probe;
+    char* to = done < out.size() ? out.data() + done : &probe;
+    const zip_int64_t n = zip_fread(f.get(), to, done < out.size() ? out.size() - done : 1);
+    if (n < 0) {
+      zip_error_t* e = zip_file_get_error(f.get());
+      const int code = zip_error_code_zip(e);
+      if (code == ZIP_ER_CRC) bad(fmt::format("is corrupt: CRC-32 mismatch, its data differs from the checksum "
+                                              "stored when it was written; {}", kDamaged));
+      if (code == ZIP_ER_COMPRESSED_DATA || code == ZIP_ER_ZLIB)
+        bad(fmt::format("is corrupt: its deflate stream does not decode (libzip: {}); {}", zip_error_strerror(e),
+                        kDamaged));
+      bad(fmt::format("cannot be read (libzip: {}); {}", zip_error_strerror(e), kDamaged));
+    }
+    if (n == 0) break;
+    if (to == &probe) bad(fmt::format("holds more than the {} bytes its directory record says; {}", st.size, kDamaged));
+    done += static_cast<zip_uint64_t>(n);
   }
-  const auto crc = static_cast<std::uint32_t>(
-      ::crc32(0L, reinterpret_cast<const Bytef*>(out.data()), static_cast<uInt>(out.size())));
-  if (crc != e.crc) bad(fmt::format("is corrupt: CRC-32 {:08x} but the directory says {:08x}", crc, e.crc));
+  if (done != st.size)
+    bad(fmt::format("is truncated: {} of the {} bytes its directory record says; {}", done, st.size, kDamaged));
   return out;
 }
 
@@ -580,17 +552,25 @@ void save_npz(const std::string& path, const StateDict& tensors) {
 
 StateDict load_npz(const std::string& path) {
   const std::string bytes = read_file(path, "load_npz");
-  const Bytes b{reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), fmt::format("file '{}'", path)};
+  const ZipArchive za = zip_open_bytes(bytes, path);
   StateDict out;
-  for (const ZipEntry& e : zip_directory(b)) {
-    if (e.name.size() < 5 || e.name.compare(e.name.size() - 4, 4, ".npy") != 0)
+  const zip_int64_t count = zip_get_num_entries(za.get(), 0);
+  for (zip_int64_t k = 0; k < count; ++k) {
+    const auto i = static_cast<zip_uint64_t>(k);
+    zip_stat_t st;
+    if (zip_stat_index(za.get(), i, 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME) || !(st.valid & ZIP_STAT_SIZE) ||
+        !(st.valid & ZIP_STAT_COMP_SIZE) || !(st.valid & ZIP_STAT_COMP_METHOD))
+      fail("load_npz: file '{}' has a bad zip directory: record {} of {} cannot be read (libzip: {}); {}", path, k,
+           count, zip_strerror(za.get()), kDamaged);
+    const std::string name = st.name;
+    if (name.size() < 5 || name.compare(name.size() - 4, 4, ".npy") != 0)
       fail("load_npz: file '{}' holds entry '{}', which is not a .npy array (an .npz holds only <name>.npy)", path,
-           e.name);
-    const std::string key = e.name.substr(0, e.name.size() - 4);
-    if (out.contains(key)) fail("load_npz: file '{}' holds the entry '{}' twice", path, e.name);
-    const std::string data = zip_entry_data(b, e);
+           name);
+    const std::string key = name.substr(0, name.size() - 4);
+    if (out.contains(key)) fail("load_npz: file '{}' holds the entry '{}' twice", path, name);
+    const std::string data = zip_entry_data(za.get(), i, st, path);
     out.insert(key, parse_npy({reinterpret_cast<const unsigned char*>(data.data()), data.size(),
-                               fmt::format("file '{}', entry '{}'", path, e.name)}));
+                               fmt::format("file '{}', entry '{}'", path, name)}));
   }
   return out;
 }
