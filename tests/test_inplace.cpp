@@ -1,6 +1,7 @@
 // The in-place methods of Tensor (copy_, fill_, zero_, add_, sub_, mul_, div_, clamp_, set_data): values,
 // broadcasting and dtype conversion, aliasing (every handle on the storage sees the write), the grad-mode rule
-// and its errors, shape errors.
+// and its errors, shape errors, and the layers that use them (BatchNorm's running statistics, nn::init,
+// Module::to).
 //
 // The region marked // [inplace] ... // [/inplace] is the snippet of docs/tensors.md#in-place-methods
 // (tests/test_docs.cpp checks they match).
@@ -304,4 +305,72 @@ TEST_CASE("set_data replaces data, shape and dtype in the same storage, keeping 
   src.fill_(7.0);  // new_data was copied: the two do not share
   check_values(p, {2}, {0, 0});
   CHECK_THROWS_WITH_AS(p.set_data(Tensor()), "set_data: the new data is undefined", xg::Error);
+}
+
+TEST_CASE("layers write through the in-place methods: BatchNorm's running statistics, nn::init, Module::to") {
+  namespace nn = xg::nn;
+  namespace F = xg::nn::functional;
+  for (const bool fused : {false, true}) {
+    CAPTURE(fused);
+    // The functional updates the caller's buffers in place: other handles on them see the new values.
+    Tensor running_mean = xg::zeros({2}), running_var = xg::ones({2});
+    const Tensor mean_view = running_mean.detach(), var_view = running_var;
+    const Tensor x = xg::tensor({{1, 10}, {3, 20}});  // batch means [2, 15], unbiased variances [2, 50]
+    const Tensor w = xg::ones({2}).requires_grad_(), b = xg::zeros({2}).requires_grad_();
+    Tensor y = fused ? F::batch_norm_fused(x, running_mean, running_var, w, b, true, 0.25)
+                     : F::batch_norm(x, running_mean, running_var, w, b, true, 0.25);
+    check_values(mean_view, {2}, {0.5, 3.75}, 1e-6);        // 0.75·0 + 0.25·mean
+    check_values(var_view, {2}, {1.25, 13.25}, 1e-5);       // 0.75·1 + 0.25·unbiased var
+    CHECK_FALSE(running_mean.requires_grad());
+    y.sum().backward();  // the graph is intact
+    CHECK(w.grad().defined());
+    CHECK_THROWS_WITH_AS(F::batch_norm(x, running_mean, running_var, w, b, true, 1.5),
+                         "batch_norm: exponential_average_factor must be in [0, 1], got 1.5", xg::Error);
+  }
+
+  // The module: buffers keep their storage across forwards and resets; reset_parameters works in grad mode
+  // although weight requires grad.
+  nn::BatchNorm1d bn(nn::BatchNormOptions(2).momentum(0.5));
+  const void* rm_storage = &bn.running_mean.storage();
+  const void* w_storage = &bn.weight.storage();
+  bn.forward(xg::tensor({{1, 10}, {3, 20}}));
+  check_values(bn.running_mean, {2}, {1, 7.5}, 1e-6);
+  CHECK(bn.num_batches_tracked.item() == 1.0);
+  {
+    xg::NoGradGuard no_grad;
+    bn.weight.fill_(3.0);
+  }
+  bn.reset_parameters();
+  check_values(bn.running_mean, {2}, {0, 0});
+  check_values(bn.running_var, {2}, {1, 1});
+  CHECK(bn.num_batches_tracked.item() == 0.0);
+  check_values(bn.weight, {2}, {1, 1});
+  check_values(bn.bias, {2}, {0, 0});
+  CHECK(bn.weight.requires_grad());
+  CHECK(&bn.running_mean.storage() == rm_storage);
+  CHECK(&bn.weight.storage() == w_storage);
+
+  // nn::init fills a parameter that requires grad, in grad mode, in its own storage.
+  Tensor param = xg::zeros({3, 4}).requires_grad_();
+  const void* p_storage = &param.storage();
+  const Tensor alias = param;
+  nn::init::constant_(param, 0.25);
+  check_values(alias, {3, 4}, std::vector<double>(12, 0.25));
+  xg::Generator g(1);
+  nn::init::kaiming_uniform_(param, std::sqrt(5.0), nn::init::FanMode::FanIn, nn::init::Nonlinearity::LeakyReLU, &g);
+  CHECK(param.abs().max().item() <= 0.5);  // bound 1/√fan_in = 1/2
+  CHECK(param.abs().max().item() > 0.0);
+  CHECK(&param.storage() == p_storage);
+  CHECK(param.requires_grad());
+
+  // Module::to converts in place: same handles, same storage objects, new dtype.
+  nn::Linear lin(3, 2);
+  const Tensor weight_handle = lin.weight;
+  const std::vector<double> values = lin.weight.to_vector();
+  const void* lw_storage = &lin.weight.storage();
+  lin.to(kFloat64);
+  CHECK(weight_handle.dtype() == kFloat64);
+  CHECK(weight_handle.to_vector() == values);  // float32 values are exact in float64
+  CHECK(&lin.weight.storage() == lw_storage);
+  CHECK(lin.weight.requires_grad());
 }
