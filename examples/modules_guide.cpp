@@ -190,7 +190,8 @@ int main(int argc, char** argv) {
   const xg::Tensor images = xg::randn({4, 3, 5, 5});
   xg::Tensor running_mean = xg::zeros({3}), running_var = xg::ones({3});
   const xg::Tensor y = nn::functional::batch_norm(images, running_mean, running_var, /*weight=*/{}, /*bias=*/{},
-                                                  /*training=*/true, /*momentum=*/0.1, /*eps=*/1e-5);
+                                                  /*training=*/true, /*exponential_average_factor=*/0.1,
+                                                  /*eps=*/1e-5);
   const xg::Tensor mean = images.mean({0, 2, 3}, /*keepdim=*/true);                    // [1, 3, 1, 1]
   const xg::Tensor var = images.var({0, 2, 3}, /*unbiased=*/false, /*keepdim=*/true);  // biased: ÷ m
   const xg::Tensor by_hand = (images - mean) / (var + 1e-5).sqrt();                    // eps inside the sqrt

@@ -38,11 +38,10 @@ Tensor first_value_per_channel(const Tensor& x) {
   return s;
 }
 
-// running = (1 - momentum)·running + momentum·batch, written into running's own storage (the buffer keeps its
-// identity, so anything holding the handle sees the new values).
-void update_running(Tensor& running, const Tensor& batch, double momentum) {
-  const Tensor updated = running * (1.0 - momentum) + batch * momentum;
-  *running.impl()->storage = *updated.impl()->storage;
+// running = (1 - factor)·running + factor·batch, in running's own storage (the buffer keeps its identity, so
+// anything holding the handle sees the new values). Called under NoGradGuard.
+void update_running(Tensor& running, const Tensor& batch, double exponential_average_factor) {
+  running.mul_(1.0 - exponential_average_factor).add_(batch, exponential_average_factor);
 }
 
 void check_per_channel(const char* what, const Tensor& t, std::size_t C, const Tensor& input) {
@@ -68,7 +67,8 @@ bool NoStatsUpdateGuard::active() { return g_no_stats_update; }
 namespace functional {
 
 void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
-                           const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+                           const Tensor& weight, const Tensor& bias, bool training,
+                           double exponential_average_factor, double eps) {
   if (!input.defined()) fail("batch_norm: the input is undefined");
   const Shape shape = input.shape();
   if (shape.size() < 2)
@@ -79,7 +79,8 @@ void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, cons
   check_per_channel("weight", weight, C, input);
   check_per_channel("bias", bias, C, input);
   if (!(eps > 0) || !std::isfinite(eps)) fail("batch_norm: eps must be a finite number > 0, got {}", eps);
-  if (!(momentum >= 0 && momentum <= 1)) fail("batch_norm: momentum must be in [0, 1], got {}", momentum);
+  if (!(exponential_average_factor >= 0 && exponential_average_factor <= 1))
+    fail("batch_norm: exponential_average_factor must be in [0, 1], got {}", exponential_average_factor);
   if (training) {
     const std::size_t m = C == 0 ? 0 : input.numel() / C;  // values per channel: N·spatial
     if (m <= 1)
@@ -93,9 +94,9 @@ void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, cons
   }
 }
 
-Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double momentum, double eps) {
-  check_batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum, eps);
+Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double exponential_average_factor, double eps) {
+  check_batch_norm_args(input, running_mean, running_var, weight, bias, training, exponential_average_factor, eps);
   const Shape shape = input.shape();
   const std::size_t nd = shape.size();
   const std::size_t C = shape[1];
@@ -118,14 +119,12 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
       // The running averages are state, not part of the graph: no gradient flows into them.
       NoGradGuard no_grad;
       const double unbiased = static_cast<double>(m) / static_cast<double>(m - 1);  // Bessel: ÷(m-1), not ÷m
-      if (running_mean.defined()) {
-        Tensor rm = running_mean;
-        update_running(rm, (shift + d_mean).reshape({static_cast<std::ptrdiff_t>(C)}), momentum);
-      }
-      if (running_var.defined()) {
-        Tensor rv = running_var;
-        update_running(rv, var.reshape({static_cast<std::ptrdiff_t>(C)}) * unbiased, momentum);
-      }
+      if (running_mean.defined())
+        update_running(running_mean, (shift + d_mean).reshape({static_cast<std::ptrdiff_t>(C)}),
+                       exponential_average_factor);
+      if (running_var.defined())
+        update_running(running_var, var.reshape({static_cast<std::ptrdiff_t>(C)}) * unbiased,
+                       exponential_average_factor);
     }
   } else {
     const Tensor mean = running_mean.reshape(cshape);         // [1, C, 1, ...]
@@ -162,16 +161,17 @@ BatchNormBase::BatchNormBase(const BatchNormOptions& o, std::string name) : Modu
 void BatchNormBase::reset_running_stats() {
   if (!options_.track_running_stats()) return;
   NoGradGuard no_grad;
-  *running_mean.impl()->storage = *zeros_like(running_mean).impl()->storage;
-  *running_var.impl()->storage = *ones_like(running_var).impl()->storage;
-  *num_batches_tracked.impl()->storage = *zeros_like(num_batches_tracked).impl()->storage;
+  running_mean.zero_();
+  running_var.fill_(1.0);
+  num_batches_tracked.zero_();
 }
 
 void BatchNormBase::reset_parameters() {
   reset_running_stats();
   if (options_.affine()) {
-    *weight.impl()->storage = *ones_like(weight).impl()->storage;
-    *bias.impl()->storage = *zeros_like(bias).impl()->storage;
+    NoGradGuard no_grad;
+    weight.fill_(1.0);
+    bias.zero_();
   }
 }
 
@@ -217,7 +217,7 @@ Tensor BatchNormBase::forward(const Tensor& input) {
   }
   if (update) {  // counted only once the batch went through
     NoGradGuard no_grad;
-    *num_batches_tracked.impl()->storage = *(num_batches_tracked + 1.0).impl()->storage;
+    num_batches_tracked.add_(1.0);
   }
   return apply_forward_hooks(input, y);
 }

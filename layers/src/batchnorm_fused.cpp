@@ -23,8 +23,8 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 template <class T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? const_cast<Tensor&>(t).data_ptr<T>() : nullptr;
+T* mut_ptr_or_null(Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
 // [1, C, 1, ...] view shape for a per-channel vector against a rank-nd input.
@@ -35,9 +35,9 @@ std::vector<std::ptrdiff_t> channel_view(std::size_t C, std::size_t nd) {
 }
 }  // namespace
 
-Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
-                        const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
-  check_batch_norm_args(input, running_mean, running_var, weight, bias, training, momentum, eps);
+Tensor batch_norm_fused(const Tensor& input, Tensor running_mean, Tensor running_var, const Tensor& weight,
+                        const Tensor& bias, bool training, double exponential_average_factor, double eps) {
+  check_batch_norm_args(input, running_mean, running_var, weight, bias, training, exponential_average_factor, eps);
   const Shape shape = input.shape();
   const kernels::BnDims d = bn_dims(shape);
   const Dtype dt = input.dtype();
@@ -58,7 +58,7 @@ Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const T
       kernels::batch_norm_forward_train<T>(input.data_ptr<T>(), ptr_or_null<T>(weight), ptr_or_null<T>(bias),
                                            y.data_ptr<T>(), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
                                            mut_ptr_or_null<T>(running_mean), mut_ptr_or_null<T>(running_var), d, eps,
-                                           momentum);
+                                           exponential_average_factor);
     });
     return record_op(
         "batch_norm", y, inputs,

@@ -3,12 +3,16 @@
 
 #include <cmath>
 
+#include "xgrad/autograd.h"
+
 namespace xg::nn::init {
 
 namespace {
-// Overwrites t's values (same handle, same storage object) with those of `values` (same shape and dtype).
+// Overwrites t's values in its own storage with those of `values` (same shape and dtype). Under no-grad, as
+// PyTorch's init functions: initialising a parameter that requires grad is not an op of the graph.
 Tensor assign(Tensor t, const Tensor& values) {
-  *t.impl()->storage = *values.impl()->storage;
+  NoGradGuard no_grad;
+  t.copy_(values);
   return t;
 }
 

@@ -208,22 +208,11 @@ void Module::zero_grad(bool set_to_none) {
   for (auto& p : parameters()) p.zero_grad(set_to_none);
 }
 
-namespace {
-// Replaces the data of `dst` (same handle, same storage object) by `src`'s values converted to `dtype`.
-void assign_converted(Tensor& dst, const Tensor& src, Dtype dtype) {
-  Storage converted = dispatch(dtype, [&](auto t) -> Storage {
-    using T = decltype(t);
-    return src.to_xarray<T>();
-  });
-  *dst.impl()->storage = std::move(converted);
-}
-}  // namespace
-
 void Module::to(Dtype dtype) {
   NoGradGuard no_grad;
   auto convert = [&](Tensor& t) {
     if (!t.defined() || t.dtype() == dtype) return;
-    assign_converted(t, t, dtype);
+    t.set_data(t.to(dtype));  // same handle, same storage object, new dtype
     t.zero_grad(true);  // an old-dtype gradient would not match any more
   };
   apply([&](Module& m) {
@@ -279,8 +268,8 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
   NoGradGuard no_grad;
   for (const auto& [n, t] : own) {
     if (!dict.contains(n)) continue;
-    Tensor dst = t;
-    assign_converted(dst, dict.at(n), t.dtype());
+    Tensor dst = t;  // a handle on the module's own tensor
+    dst.copy_(dict.at(n));  // converted to dst's dtype, as PyTorch's param.copy_(input_param)
   }
   return result;
 }

@@ -77,7 +77,7 @@ Optimizer::Optimizer(std::string name, std::vector<ParamGroup> groups, std::uniq
 }
 
 // The identity of a parameter is its storage: two handles to the same data are the same parameter.
-static const void* identity(const Tensor& t) { return t.impl()->storage.get(); }
+static const void* identity(const Tensor& t) { return &t.storage(); }
 
 void Optimizer::check_group(const ParamGroup& group, std::size_t gi) const {
   const OptimizerOptions& o = group.options();

@@ -114,6 +114,34 @@ class Tensor {
   Tensor& set_label(std::string label);
   const std::string& label() const;
 
+  // ---- in place (PyTorch's trailing-underscore methods; docs/tensors.md#in-place-methods) -----------
+  // Each writes into this tensor's storage, so every handle sharing it (copies of this handle, detach()ed
+  // tensors) sees the new values, and returns *this. The shape and dtype never change. Tensor operands
+  // broadcast to this tensor's shape; add_ ... div_ need the same dtype (copy_ converts). They record nothing
+  // for autograd, so while grad mode is on neither this tensor nor a tensor operand may require grad (PyTorch:
+  // "a leaf Variable that requires grad is being used in an in-place operation"): update parameters under
+  // xg::NoGradGuard, as the optimizers and nn::init do.
+  /// Copies src's values, broadcast to this shape and converted to this dtype.
+  Tensor& copy_(const Tensor& src);
+  Tensor& fill_(double value);
+  Tensor& zero_();
+  Tensor& add_(const Tensor& other, double alpha = 1.0);  // self + alpha·other
+  Tensor& add_(double other, double alpha = 1.0);
+  Tensor& sub_(const Tensor& other, double alpha = 1.0);  // self − alpha·other
+  Tensor& sub_(double other, double alpha = 1.0);
+  Tensor& mul_(const Tensor& other);
+  Tensor& mul_(double other);
+  Tensor& div_(const Tensor& other);
+  Tensor& div_(double other);
+  /// min(max(self, min), max); a NaN stays NaN (like clamp()).
+  Tensor& clamp_(std::optional<double> min, std::optional<double> max);
+  /// Replaces the data, shape and dtype with a copy of new_data's, in this tensor's storage (PyTorch's
+  /// set_data, the C++ form of `x.data = y`, for Module::to). Autograd state (requires_grad, grad) is kept.
+  void set_data(const Tensor& new_data);
+  /// The array behind the tensor, shared with detach()ed copies; its address identifies the data (PyTorch:
+  /// Tensor::storage()).
+  const Storage& storage() const { return *checked().storage; }
+
   // ---- conversion ----------------------------------------------------------------------------------
   /// Converts the dtype (differentiable; the gradient is converted back).
   Tensor to(Dtype d) const;

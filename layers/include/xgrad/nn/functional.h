@@ -79,30 +79,36 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction =
 /// the gradient). PyTorch's torch.nn.functional.batch_norm semantics:
 ///   training:  y = (x - mean_B)/sqrt(var_B + eps)·weight + bias with the batch mean and the BIASED batch
 ///              variance over the m = N·spatial values of each channel; if running_mean/running_var are
-///              defined they are updated in place, under no-grad:
-///                running_mean = (1 - momentum)·running_mean + momentum·mean_B
-///                running_var  = (1 - momentum)·running_var  + momentum·var_B·m/(m - 1)   (unbiased)
+///              defined they are updated in place, under no-grad (f = exponential_average_factor):
+///                running_mean = (1 - f)·running_mean + f·mean_B
+///                running_var  = (1 - f)·running_var  + f·var_B·m/(m - 1)   (unbiased)
 ///              m must be > 1 (error naming the shape, suggesting drop_last).
 ///   otherwise: y = (x - running_mean)/sqrt(running_var + eps)·weight + bias (running stats required).
 /// input [N, C] / [N, C, L] / [N, C, H, W] / any [N, C, ...]; running stats, weight, bias [C] or undefined
-/// (weight 1, bias 0). momentum here is the factor itself: BatchNorm computes 1/num_batches for the
-/// cumulative average. eps > 0.
-Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
-                  double momentum = 0.1, double eps = 1e-5);
+/// (weight 1, bias 0). eps > 0.
+/// exponential_average_factor in [0, 1] is the weight of this batch in the update: the module passes its
+/// momentum, or 1/num_batches for the cumulative average. (PyTorch calls this argument `momentum` although it
+/// receives the same precomputed factor; the name here says what it is. Positionally the calls are the same.)
+/// running_mean and running_var are taken by value: they are handles to the caller's buffers, which are
+/// written in place (PyTorch takes const Tensor&, whose constness is the handle's; in xgrad a const Tensor
+/// gives read-only data, so a buffer that is written is not passed as one).
+Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), bool training = false, double exponential_average_factor = 0.1,
+                  double eps = 1e-5);
 
 /// The same maths and arguments as batch_norm, as ONE graph node backed by the hand-fused kernels of
 /// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): the forward saves only the per-channel mean and
 /// inverse std; the backward is the closed form dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
 /// dw = Σ dy·x̂, db = Σ dy, computing only the gradients that are needed. Agrees with batch_norm to the
 /// tolerances in docs/batchnorm-fused.md.
-Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+Tensor batch_norm_fused(const Tensor& input, Tensor running_mean, Tensor running_var,
                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
-                        double momentum = 0.1, double eps = 1e-5);
+                        double exponential_average_factor = 0.1, double eps = 1e-5);
 
-/// Validates batch_norm's arguments (shapes, dtypes, eps, momentum, more than one value per channel when
-/// training, running stats when not) with the errors both implementations share.
+/// Validates batch_norm's arguments (shapes, dtypes, eps, exponential_average_factor, more than one value per
+/// channel when training, running stats when not) with the errors both implementations share.
 void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
-                           const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps);
+                           const Tensor& weight, const Tensor& bias, bool training,
+                           double exponential_average_factor, double eps);
 
 }  // namespace xg::nn::functional
