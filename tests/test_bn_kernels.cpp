@@ -528,6 +528,55 @@ TEST_CASE_TEMPLATE("bn forward train matches the long-double reference", T, floa
   check_forward_train<T>({1, 4, 1}, true, false, 78);   // one value per channel: fine without running_var
 }
 
+// The plain-loop reference of the kernel header (batchnorm_reference.cpp, double accumulation): first checked
+// against this file's long-double one, then used as the oracle of the fused kernels.
+TEST_CASE_TEMPLATE("bn: the plain-loop reference agrees with the long-double one, and the fused kernels with it", T,
+                   float, double) {
+  std::uint32_t seed = 900;
+  const double tight = sizeof(T) == 8 ? 1e-12 : 1e-6;  // double accumulation, one rounding to T per output
+  // the backward references differ by design: ref_backward centres on the saved (rounded) mean, the plain loops
+  // on the exact one — an extra (mean - T(mean))*invstd*sum dy in dweight, which a channel of two close values
+  // (large invstd) makes visible in float; so dweight is compared tightly in double only
+  const auto L = [](const std::vector<T>& v) { return std::vector<LD>(v.begin(), v.end()); };
+  for (const BnDims& d : kShapes) {
+    CAPTURE(shape_str(d));
+    std::mt19937 g(seed++);
+    const auto x = make_input<T>(d, g);
+    const auto dy = randn<T>(x.size(), g);
+    auto w = randn<T>(d.C, g, 1.0, 0.5), b = randn<T>(d.C, g), rm = randn<T>(d.C, g), rv = randn<T>(d.C, g, 2.0, 0.1);
+    const RefFwd ld = ref_forward_train(x, w, b, rm, rv, d, 1e-5, 0.1);
+    std::vector<T> y(x.size()), mean(d.C), invstd(d.C), rm2 = rm, rv2 = rv;
+    xg::kernels::batch_norm_forward_reference(x.data(), w.data(), b.data(), y.data(), mean.data(), invstd.data(),
+                                              rm2.data(), rv2.data(), d, 1e-5, 0.1);
+    CHECK(max_rel_err(y, ld.y) <= tight);
+    CHECK(max_rel_err(mean, ld.mean) <= tight);
+    CHECK(max_rel_err(invstd, ld.invstd) <= tight);
+    CHECK(max_rel_err(rv2, ld.rv) <= tight);
+    std::vector<T> yf(x.size()), meanf(d.C), invstdf(d.C), rmf = rm, rvf = rv;
+    xg::kernels::batch_norm_forward_train(x.data(), w.data(), b.data(), yf.data(), meanf.data(), invstdf.data(),
+                                          rmf.data(), rvf.data(), d, 1e-5, 0.1);
+    CHECK(max_rel_err(yf, L(y)) <= tol<T>());
+    CHECK(max_rel_err(meanf, L(mean)) <= tol<T>());
+    CHECK(max_rel_err(invstdf, L(invstd)) <= tol<T>());
+    CHECK(max_rel_err(rmf, L(rm2)) <= tol<T>());
+    CHECK(max_rel_err(rvf, L(rv2)) <= tol<T>());
+    const RefBwd lb = ref_backward(dy, x, w, meanf, invstdf, d);
+    std::vector<T> dx(x.size()), dw(d.C), db(d.C), dxf(x.size()), dwf(d.C), dbf(d.C);
+    xg::kernels::batch_norm_backward_reference(dy.data(), x.data(), w.data(), meanf.data(), invstdf.data(), dx.data(),
+                                               dw.data(), db.data(), d);
+    xg::kernels::batch_norm_backward(dy.data(), x.data(), w.data(), meanf.data(), invstdf.data(), dxf.data(),
+                                     dwf.data(), dbf.data(), d);
+    const double m = double(d.N * d.S);
+    if (sizeof(T) == 8) CHECK(max_rel_err(dw, lb.dw, std::sqrt(m)) <= tight);
+    CHECK(max_rel_err(db, lb.db, std::sqrt(m)) <= tight);
+    LD term = 0;  // largest term of dx, |w*invstd*dy|: the scale of dx where it cancels (m = 2)
+    for (std::size_t i = 0; i < x.size(); ++i) term = std::max(term, std::fabs(LD(w[(i / d.S) % d.C]) * LD(invstdf[(i / d.S) % d.C]) * LD(dy[i])));
+    CHECK(max_rel_err(dxf, L(dx), term) <= tol<T>());
+    CHECK(max_rel_err(dwf, L(dw), std::sqrt(m)) <= tol<T>());
+    CHECK(max_rel_err(dbf, L(db), std::sqrt(m)) <= tol<T>());
+  }
+}
+
 TEST_CASE_TEMPLATE("bn forward eval matches the reference", T, float, double) {
   std::uint32_t seed = 100;
   for (const BnDims& d : kShapes)

@@ -141,4 +141,17 @@ void batch_norm_backward_finish(const T* dy, const T* x, const T* weight, const 
                                 const T* save_invstd, const BnGradSums* sums, double count, T* dx, T* dweight,
                                 T* dbias, BnDims d);
 
+// ---------------------------------------------------------------------------------------------------------
+// The same maths as plain loops over [N, C, S], accumulating in double whatever T (llm.c style;
+// batchnorm_reference.cpp): the shortest statement of what the kernels above compute, and the oracle the
+// tests compare them against. Same arguments and outputs as batch_norm_forward_train / batch_norm_backward;
+// slow (three passes, no threads, no SIMD).
+// ---------------------------------------------------------------------------------------------------------
+template <class T>
+void batch_norm_forward_reference(const T* x, const T* weight, const T* bias, T* y, T* save_mean, T* save_invstd,
+                                  T* running_mean, T* running_var, BnDims d, double eps, double exp_avg_factor);
+template <class T>
+void batch_norm_backward_reference(const T* dy, const T* x, const T* weight, const T* save_mean,
+                                   const T* save_invstd, T* dx, T* dweight, T* dbias, BnDims d);
+
 }  // namespace xg::kernels
