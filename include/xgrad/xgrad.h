@@ -1,4 +1,6 @@
-// xgrad/xgrad.h — the one header users include: tensors, autograd, ops, layers, optimizers.
+// xgrad/xgrad.h — the one header users include: tensors, autograd, ops, layers, optimizers. It belongs to the
+// top-level target xgrad::xgrad, which links all three libraries (framework, layers, optim); each library's own
+// headers include only the headers of the libraries below it (docs/architecture.md).
 #pragma once
 
 #include "xgrad/anomaly.h"
@@ -15,12 +17,7 @@
 #include "xgrad/serialize.h"
 #include "xgrad/tensor.h"
 #include "xgrad/trace.h"
-#if __has_include("xgrad/parallel.h")
 #include "xgrad/parallel.h"
-#endif
-#if __has_include("xgrad/nn.h")
-#include "xgrad/nn.h"
-#endif
-#if __has_include("xgrad/optim.h")
-#include "xgrad/optim.h"
-#endif
+
+#include "xgrad/nn.h"     // layers/
+#include "xgrad/optim.h"  // optim/
