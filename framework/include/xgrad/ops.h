@@ -7,7 +7,9 @@
 // Binary ops need equal dtypes (error otherwise); a double scalar takes the tensor's dtype.
 #pragma once
 
+#include <cstddef>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "xgrad/tensor.h"
@@ -113,6 +115,30 @@ Tensor relu(const Tensor& x);                  // equals where(x > 0, x, 0) (+0,
 Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
 Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))
 Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim = false);
+
+// ---- neural-network ops ------------------------------------------------------------------------------
+// Primitives with hand-written loops and kernels, one graph node each (framework/src/ops_conv.cpp, ops_pool.cpp,
+// ops_nn.cpp), named as in PyTorch's ATen. Layouts are PyTorch's: images [N, C, H, W], conv weights
+// [C_out, C_in, kH, kW], class scores [N, C] or [N, C, d1, ...]. The layers use them through
+// xg::nn::functional, whose conv2d, max_pool2d, avg_pool2d and nll_loss are these very functions.
+
+/// A (height, width) pair for kernel sizes, strides and paddings. One number means both:
+/// `Size2(3)` == `Size2(3, 3)`; braces give two: `{3, 5}`. (libtorch: ExpandingArray<2>.)
+struct Size2 {
+  std::size_t h = 0;
+  std::size_t w = 0;
+  Size2(std::size_t both) : h(both), w(both) {}  // NOLINT: implicit on purpose, as libtorch
+  Size2(std::size_t height, std::size_t width) : h(height), w(width) {}
+  bool operator==(const Size2&) const = default;
+};
+inline std::string to_string(const Size2& s) { return fmt::format("({}, {})", s.h, s.w); }
+
+/// How a loss reduces its per-element values: keep them (None), average (Mean, the default) or add (Sum).
+/// (ATen: at::Reduction.)
+enum class Reduction { None, Mean, Sum };
+inline const char* to_string(Reduction r) {
+  return r == Reduction::None ? "none" : r == Reduction::Mean ? "mean" : "sum";
+}
 
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
