@@ -140,6 +140,11 @@ inline const char* to_string(Reduction r) {
   return r == Reduction::None ? "none" : r == Reduction::Mean ? "mean" : "sum";
 }
 
+/// 2-d cross-correlation with zero padding, y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c, i·sh+p-ph, j·sw+q-pw]:
+/// input [N, C, H, W], weight [O, C, kH, kW], bias [O] or undefined -> [N, O, Ho, Wo], Ho = (H + 2·ph - kH)/sh + 1.
+/// im2col + one GEMM per image. dx = col2im(Wᵀ·G_n), dW = Σ_n G_n·col_nᵀ, db = Σ_{n,i,j} G.
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
+              Size2 padding = 0);
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);

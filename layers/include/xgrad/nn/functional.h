@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "xgrad/nn/options.h"
+#include "xgrad/ops.h"
 #include "xgrad/random.h"
 #include "xgrad/tensor.h"
 
@@ -25,8 +26,8 @@ namespace xg::nn::functional {
 /// input [N, C_in, H, W], weight [C_out, C_in, kH, kW], bias [C_out] or undefined -> [N, C_out, H_out, W_out],
 /// H_out = (H + 2·ph - kH)/sh + 1 (floor), likewise W_out. One recorded op "conv2d": forward by im2col and
 /// one GEMM per image; backward dW = Σ_n dY_n · col_nᵀ, dx = col2im(Wᵀ · dY_n), db = Σ dY.
-Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
-              Size2 padding = 0);
+///   conv2d(input, weight, bias = Tensor(), Size2 stride = 1, Size2 padding = 0)
+using xg::conv2d;
 
 /// Max over each kH×kW window (padding counts as -inf), [N, C, H, W] -> [N, C, H_out, W_out] with
 /// H_out = (H + 2·ph - kH)/sh + 1. stride defaults to the kernel size. The gradient goes to the window's
