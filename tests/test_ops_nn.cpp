@@ -37,3 +37,33 @@ TEST_CASE("conv2d: gradcheck w.r.t. input, weight and bias; one node named conv2
   CHECK(node_name(y) == "conv2d");
   CHECK(y.grad_fn()->next.size() == 2);  // x and w: no bias input when there is no bias
 }
+
+TEST_CASE("max_pool2d and avg_pool2d: gradcheck, one node each") {
+  struct Case {
+    Shape x;
+    xg::Size2 kernel;
+    std::optional<xg::Size2> stride;
+    xg::Size2 padding;
+  };
+  const std::vector<Case> cases{
+      {{2, 2, 4, 4}, 2, std::nullopt, 0},  // 2x2 windows tiling the plane (the fast path)
+      {{1, 2, 5, 5}, 2, std::nullopt, 0},  // 2x2 on odd sizes: the last row and column belong to no window
+      {{2, 1, 5, 5}, 3, xg::Size2(2), 1},  // overlapping, padded windows
+      {{1, 2, 4, 6}, {2, 3}, xg::Size2(1, 2), {1, 1}},  // rectangular
+  };
+  for (const auto& c : cases) {
+    INFO("x ", xg::shape_str(c.x));
+    // Distinct values in every window (random), so the arg-max does not move under the ±eps of the differences.
+    const Tensor x = rnd(c.x, 11);
+    const auto k = c.kernel;
+    const auto s = c.stride;
+    const auto p = c.padding;
+    check_grad("max_pool2d", [=](auto& in) { return xg::max_pool2d(in[0], k, s, p); }, {x});
+    check_grad("avg_pool2d", [=](auto& in) { return xg::avg_pool2d(in[0], k, s, p); }, {x});
+    check_grad("avg_pool2d", [=](auto& in) { return xg::avg_pool2d(in[0], k, s, p, false); }, {x});
+  }
+  const Tensor x = rnd({1, 1, 4, 4}, 12);
+  CHECK(node_name(xg::max_pool2d(x, 2)) == "max_pool2d");
+  CHECK(node_name(xg::avg_pool2d(x, 2)) == "avg_pool2d");
+  CHECK(xg::max_pool2d(x, 3, 1, 1).shape() == Shape{1, 1, 4, 4});
+}

@@ -145,6 +145,14 @@ inline const char* to_string(Reduction r) {
 /// im2col + one GEMM per image. dx = col2im(Wᵀ·G_n), dW = Σ_n G_n·col_nᵀ, db = Σ_{n,i,j} G.
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
               Size2 padding = 0);
+/// Max over each kH×kW window (padding is -inf), [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to the kernel,
+/// padding at most half the kernel. G goes to the window's arg-max (the first on ties; a NaN wins).
+Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0);
+/// Mean over each window, divided by kH·kW (count_include_pad) or by the window's real pixels d. G/d to every
+/// pixel of the window.
+Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0, bool count_include_pad = true);
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);

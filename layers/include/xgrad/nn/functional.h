@@ -32,13 +32,13 @@ using xg::conv2d;
 /// Max over each kH×kW window (padding counts as -inf), [N, C, H, W] -> [N, C, H_out, W_out] with
 /// H_out = (H + 2·ph - kH)/sh + 1. stride defaults to the kernel size. The gradient goes to the window's
 /// arg-max (the first one on ties, as PyTorch); a NaN in a window wins, as in PyTorch.
-Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
-                  Size2 padding = 0);
+///   max_pool2d(input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt, Size2 padding = 0)
+using xg::max_pool2d;
 
 /// Mean over each kH×kW window. count_include_pad (PyTorch's default true): divide by kH·kW even where the
 /// window covers padding; false: divide by the number of real pixels in the window.
-Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
-                  Size2 padding = 0, bool count_include_pad = true);
+///   avg_pool2d(input, kernel_size, stride = std::nullopt, padding = 0, bool count_include_pad = true)
+using xg::avg_pool2d;
 
 // ---- dropout ---------------------------------------------------------------------------------------------
 /// Inverted dropout: in training, each element is kept with probability 1-p and scaled by 1/(1-p), else 0
