@@ -67,3 +67,40 @@ TEST_CASE("max_pool2d and avg_pool2d: gradcheck, one node each") {
   CHECK(node_name(xg::avg_pool2d(x, 2)) == "avg_pool2d");
   CHECK(xg::max_pool2d(x, 3, 1, 1).shape() == Shape{1, 1, 4, 4});
 }
+
+TEST_CASE("nll_loss: gradcheck for every reduction, Tensor and index targets, extra axes and one sample") {
+  for (const Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+    INFO("reduction ", xg::to_string(r));
+    const Tensor lp = rnd({4, 3}, 21);
+    const std::vector<std::size_t> idx{2, 0, 1, 2};
+    const Tensor target = xg::tensor({2.0, 0.0, 1.0, 2.0}, kFloat64);
+    check_grad("nll_loss", [&](auto& in) { return xg::nll_loss(in[0], idx, r); }, {lp});
+    check_grad("nll_loss", [&](auto& in) { return xg::nll_loss(in[0], target, r); }, {lp});
+    // [N, C, d] with targets [N, d], and a single sample [C]
+    const Tensor lp3 = rnd({2, 3, 2}, 22);
+    const Tensor t3 = xg::tensor({{0.0, 2.0}, {1.0, 1.0}}, kFloat64);
+    check_grad("nll_loss", [&](auto& in) { return xg::nll_loss(in[0], t3, r); }, {lp3});
+    check_grad("nll_loss", [&](auto& in) { return xg::nll_loss(in[0], std::vector<std::size_t>{1}, r); },
+               {rnd({3}, 23)});
+  }
+  // The loss picks -input at the target: 2 + 0.5 + ... over two samples, mean.
+  const Tensor lp = xg::tensor({{-1.0, -2.0}, {-0.5, -3.0}}, kFloat64, true);
+  const Tensor loss = xg::nll_loss(lp, std::vector<std::size_t>{1, 0});
+  CHECK(loss.item() == doctest::Approx((2.0 + 0.5) / 2));
+  CHECK(node_name(loss) == "nll_loss");
+}
+
+TEST_CASE("cross_entropy_loss: gradcheck; it is nll_loss of log_softmax") {
+  for (const Reduction r : {Reduction::Mean, Reduction::Sum, Reduction::None}) {
+    INFO("reduction ", xg::to_string(r));
+    const Tensor z = rnd({3, 4}, 31, -3.0, 3.0);
+    const std::vector<std::size_t> idx{3, 0, 1};
+    check_grad("cross_entropy_loss", [&](auto& in) { return xg::cross_entropy_loss(in[0], idx, r); }, {z});
+    const Tensor t = xg::tensor({3.0, 0.0, 1.0}, kFloat64);
+    check_grad("cross_entropy_loss", [&](auto& in) { return xg::cross_entropy_loss(in[0], t, r); }, {z});
+    const auto want = xg::nll_loss(xg::log_softmax(z, 1), idx, r).to_vector();
+    const auto got = xg::cross_entropy_loss(z, idx, r).to_vector();
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-14));
+  }
+}

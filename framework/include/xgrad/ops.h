@@ -153,6 +153,16 @@ Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> s
 /// pixel of the window.
 Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
                   Size2 padding = 0, bool count_include_pad = true);
+/// loss[n, d...] = -input[n, target[n, d...], d...], reduced: input [N, C, d...] (log-probabilities; or [C] for
+/// one sample), target the class indices [N, d...] as a Tensor of integral values or N·d... indices in
+/// row-major order. d/dinput = -G at the target class (÷ N·d... for the mean), 0 elsewhere.
+Tensor nll_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor nll_loss(const Tensor& input, const std::vector<std::size_t>& target, Reduction reduction = Reduction::Mean);
+/// nll_loss(log_softmax(input, class axis), target): a composite (shapes and targets as nll_loss, checked before
+/// anything is computed). d/dinput = softmax(input) - onehot(target), times G (÷ count for the mean).
+Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor cross_entropy_loss(const Tensor& input, const std::vector<std::size_t>& target,
+                          Reduction reduction = Reduction::Mean);
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);

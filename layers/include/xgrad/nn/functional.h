@@ -52,17 +52,17 @@ Tensor dropout(const Tensor& input, double p = 0.5, bool training = true, Genera
 ///   target: class indices as a Tensor (integral values in [0, C), any float dtype) or a std::vector.
 /// Reduction::Mean averages over all N·d1·... losses. A target outside [0, C) or not an integer is an error
 /// naming its position and value.
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean);
-Tensor nll_loss(const Tensor& log_probs, const std::vector<std::size_t>& target,
-                Reduction reduction = Reduction::Mean);
+///   nll_loss(log_probs, const Tensor& target, Reduction reduction = Reduction::Mean)
+///   nll_loss(log_probs, const std::vector<std::size_t>& target, Reduction reduction = Reduction::Mean)
+using xg::nll_loss;
 /// Braced class indices, `nll_loss(lp, {2, 0})` (otherwise ambiguous between the two forms above).
 inline Tensor nll_loss(const Tensor& log_probs, std::initializer_list<std::size_t> target,
                        Reduction reduction = Reduction::Mean) {
-  return nll_loss(log_probs, std::vector<std::size_t>(target), reduction);
+  return xg::nll_loss(log_probs, std::vector<std::size_t>(target), reduction);
 }
 
 /// Cross-entropy from raw scores (logits): nll_loss(log_softmax(logits, 1), target). Stable for any logits
-/// (log_softmax subtracts the row max). Shapes and targets as nll_loss.
+/// (log_softmax subtracts the row max). Shapes and targets as nll_loss. (xg::cross_entropy_loss.)
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean);
 Tensor cross_entropy(const Tensor& logits, const std::vector<std::size_t>& target,
                      Reduction reduction = Reduction::Mean);
