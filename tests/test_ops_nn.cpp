@@ -104,3 +104,79 @@ TEST_CASE("cross_entropy_loss: gradcheck; it is nll_loss of log_softmax") {
     for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-14));
   }
 }
+
+TEST_CASE("native_batch_norm: gradcheck in training and eval, with and without affine; one node") {
+  for (const Shape& s : {Shape{5, 3}, Shape{3, 2, 4}, Shape{2, 3, 2, 3}}) {
+    INFO("shape ", xg::shape_str(s));
+    const std::size_t C = s[1];
+    const Tensor x = rnd(s, 41), w = rnd({C}, 42, 0.5, 1.5), b = rnd({C}, 43);
+    // The output is multiplied by a fixed random tensor: a plain sum of a normalised channel has gradient 0.
+    const Tensor dy = rnd(s, 44, -1.0, 1.0, false);
+    const auto train = [&](auto& in) {
+      return xg::native_batch_norm(in[0], in[1], in[2], Tensor(), Tensor(), true, 0.1, 1e-5) * dy;
+    };
+    check_grad("native_batch_norm", train, {x, w, b});
+    check_grad("native_batch_norm", [&](auto& in) {
+      return xg::native_batch_norm(in[0], Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5) * dy;
+    }, {x});
+    // eval: the running statistics are constants
+    const Tensor rm = rnd({C}, 45, -1.0, 1.0, false), rv = rnd({C}, 46, 0.5, 2.0, false);
+    check_grad("native_batch_norm", [&](auto& in) {
+      return xg::native_batch_norm(in[0], in[1], in[2], rm, rv, false, 0.1, 1e-5) * dy;
+    }, {x, w, b});
+    check_grad("native_batch_norm", [&](auto& in) {
+      return xg::native_batch_norm(in[0], Tensor(), Tensor(), rm, rv, false, 0.1, 1e-5) * dy;
+    }, {x});
+  }
+  const Tensor x = rnd({4, 2}, 47), w = rnd({2}, 48), b = rnd({2}, 49);
+  const Tensor y = xg::native_batch_norm(x, w, b, Tensor(), Tensor(), true, 0.1, 1e-5);
+  CHECK(node_name(y) == "native_batch_norm");
+  CHECK(y.grad_fn()->next.size() == 3);  // x, weight, bias: one node for the whole normalisation
+}
+
+TEST_CASE("native_batch_norm updates the running statistics with exp_avg_factor (unbiased variance)") {
+  // channel 0: 1, 3, 5 (mean 3, unbiased variance 8/2 = 4); channel 1: 10, 10, 16 (mean 12, variance 24/2 = 12)
+  const Tensor x = xg::tensor({{1.0, 10.0}, {3.0, 10.0}, {5.0, 16.0}}, kFloat64);
+  Tensor rm = xg::zeros({2}, kFloat64), rv = xg::ones({2}, kFloat64);
+  xg::native_batch_norm(x, Tensor(), Tensor(), rm, rv, true, 0.25, 1e-5);
+  const auto m = rm.to_vector(), v = rv.to_vector();
+  CHECK(m[0] == doctest::Approx(0.25 * 3));
+  CHECK(m[1] == doctest::Approx(0.25 * 12));
+  CHECK(v[0] == doctest::Approx(0.75 + 0.25 * 4));
+  CHECK(v[1] == doctest::Approx(0.75 + 0.25 * 12));
+}
+
+TEST_CASE("the nn ops check their own arguments") {
+  CHECK_THROWS_WITH_AS(xg::conv2d(xg::zeros({2, 3, 5, 5}), xg::zeros({4, 2, 3, 3})),
+                       doctest::Contains("conv2d: input has 3 channels"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::max_pool2d(xg::zeros({2, 5, 5}), 2),
+                       doctest::Contains("max_pool2d: input must be [N, C, H, W]"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::avg_pool2d(xg::zeros({1, 1, 4, 4}), 2, std::nullopt, 2),
+                       doctest::Contains("avg_pool2d: padding (2, 2) must be at most half the kernel size"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::nll_loss(xg::zeros({3, 4}), std::vector<std::size_t>{0, 4, 1}),
+                       doctest::Contains("nll_loss: target 4 at position 1 is out of range for 4 classes"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::cross_entropy_loss(xg::zeros({3, 4}), std::vector<std::size_t>{0, 1}),
+                       doctest::Contains("cross_entropy_loss: 2 targets given for an input of shape [3,4]"), xg::Error);
+  // native_batch_norm(input, weight, bias, running_mean, running_var, training, ...) with one argument wrong
+  const auto bn = [](const Tensor& x, const Tensor& w, const Tensor& rm, bool training) {
+    return xg::native_batch_norm(x, w, Tensor(), rm, Tensor(), training, 0.1, 1e-5);
+  };
+  const Tensor x = xg::zeros({4, 3});
+  CHECK_THROWS_WITH_AS(bn(x, xg::ones({2}), Tensor(), true),
+                       doctest::Contains("native_batch_norm: weight must be [3] of dtype float32"), xg::Error);
+  CHECK_THROWS_WITH_AS(bn(x, Tensor(), xg::zeros({3}, kFloat64), true),
+                       doctest::Contains("running_mean must be [3] of dtype float32"), xg::Error);
+  CHECK_THROWS_WITH_AS(bn(x, Tensor(), xg::zeros({3}), false), doctest::Contains("needs running_mean and running_var"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(bn(xg::zeros({1, 3}), Tensor(), Tensor(), true),
+                       doctest::Contains("more than 1 value per channel"), xg::Error);
+  CHECK_THROWS_WITH_AS(bn(xg::zeros({4}), Tensor(), Tensor(), true), doctest::Contains("at least 2 dimensions"),
+                       xg::Error);
+}
+
+TEST_CASE("channel_view and non_channel_axes: the per-channel shape helpers") {
+  CHECK(xg::channel_view(5, 2) == std::vector<std::ptrdiff_t>{1, 5});
+  CHECK(xg::channel_view(5, 4) == std::vector<std::ptrdiff_t>{1, 5, 1, 1});
+  CHECK(xg::non_channel_axes(2) == xg::Dims{0});
+  CHECK(xg::non_channel_axes(4) == xg::Dims{0, 2, 3});
+}

@@ -163,6 +163,21 @@ Tensor nll_loss(const Tensor& input, const std::vector<std::size_t>& target, Red
 Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
 Tensor cross_entropy_loss(const Tensor& input, const std::vector<std::size_t>& target,
                           Reduction reduction = Reduction::Mean);
+/// Batch normalization as ONE node over the fused kernels of xgrad/kernels/batchnorm.h: input [N, C, ...];
+/// weight, bias, running_mean, running_var [C] or undefined. training: y = w·x̂ + b with x̂ = (x - mean_B)·invstd,
+/// invstd = 1/sqrt(var_B + eps) (biased variance over the N·spatial values of a channel), and the running stats
+/// (if defined) become (1 - f)·running + f·batch stat (unbiased variance), f = exp_avg_factor. Otherwise x̂ uses
+/// the running stats. Backward (training, docs/batchnorm-fused.md): dx = w·invstd·(G - mean(G) - x̂·mean(G·x̂)),
+/// dw = Σ G·x̂, db = Σ G; eval: dx = G·w·invstd. PyTorch's native_batch_norm also returns the saved mean and
+/// invstd; here they stay inside the node.
+Tensor native_batch_norm(const Tensor& input, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                         const Tensor& running_var, bool training, double exp_avg_factor, double eps);
+
+/// For per-channel ops on [N, C, ...] inputs (BatchNorm): the shape [1, C, 1, ...] of rank `ndim` that lines a
+/// [C] vector up with axis 1 (a reshape target), and the axes {0, 2, 3, ...} each channel is reduced over.
+std::vector<std::ptrdiff_t> channel_view(std::size_t C, std::size_t ndim);
+Dims non_channel_axes(std::size_t ndim);
+
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);

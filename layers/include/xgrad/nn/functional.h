@@ -1,5 +1,9 @@
 // xgrad/nn/functional.h — the stateless forms of the layers and losses (PyTorch: torch::nn::functional).
-// The modules in xgrad/nn/*.h hold parameters and options and call these.
+// The modules in xgrad/nn/*.h hold parameters and options and call these. Where the op with its backward is
+// the framework's (xgrad/ops.h), the form here is that op: conv2d, max_pool2d, avg_pool2d and nll_loss are
+// xg::conv2d, ... themselves (using-declarations, nothing to add); cross_entropy calls xg::cross_entropy_loss and
+// batch_norm_fused checks BatchNorm's arguments and calls xg::native_batch_norm, as torch::nn::functional calls
+// torch::conv2d. The other functions here are compositions of framework ops.
 //
 //   namespace F = xg::nn::functional;
 //   auto y = F::conv2d(x, w, b, /*stride=*/1, /*padding=*/1);
@@ -93,8 +97,9 @@ Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor&
                   double momentum = 0.1, double eps = 1e-5);
 
 /// The same maths and arguments as batch_norm, as ONE graph node backed by the hand-fused kernels of
-/// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): the forward saves only the per-channel mean and
-/// inverse std; the backward is the closed form dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
+/// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): xg::native_batch_norm after check_batch_norm_args.
+/// The forward saves only the per-channel mean and inverse std; the backward is the closed form
+/// dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
 /// dw = Σ dy·x̂, db = Σ dy, computing only the gradients that are needed. Agrees with batch_norm to the
 /// tolerances in docs/batchnorm-fused.md.
 Tensor batch_norm_fused(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
