@@ -16,20 +16,6 @@ namespace {
 BatchNormImpl g_default_impl = BatchNormImpl::Fused;
 thread_local bool g_no_stats_update = false;
 
-// The axes every channel is reduced over: all but axis 1, i.e. {0, 2, 3, ...}.
-Dims reduction_axes(std::size_t ndim) {
-  Dims axes{0};
-  for (std::size_t a = 2; a < ndim; ++a) axes.push_back(static_cast<int>(a));
-  return axes;
-}
-
-// The shape that lines a per-channel [C] vector up with axis 1 of a rank-`ndim` input: [1, C, 1, ...].
-std::vector<std::ptrdiff_t> channel_view(std::size_t C, std::size_t ndim) {
-  std::vector<std::ptrdiff_t> s(ndim, 1);
-  s[1] = static_cast<std::ptrdiff_t>(C);
-  return s;
-}
-
 // One value of every channel, [1, C, 1, ...]: x[0, c, 0, ...]. A constant (no gradient flows through it).
 Tensor first_value_per_channel(const Tensor& x) {
   NoGradGuard no_grad;
@@ -105,7 +91,7 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, 
   Tensor xhat;  // the normalised input, (x - mean)/sqrt(var + eps)
   if (training) {
     const std::size_t m = input.numel() / C;  // values per channel: N·spatial (> 1, checked above)
-    const Dims axes = reduction_axes(nd);
+    const Dims axes = non_channel_axes(nd);
     // Batch statistics, two passes. For any per-channel constant K, x - mean = (x - K) - mean(x - K); with K
     // one sample of the channel the values stay small, so a float32 channel with mean 1e4 and std 1e-2 keeps
     // its digits (no catastrophic cancellation). K is a constant: it changes no value and no gradient.

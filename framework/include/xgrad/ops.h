@@ -7,7 +7,9 @@
 // Binary ops need equal dtypes (error otherwise); a double scalar takes the tensor's dtype.
 #pragma once
 
+#include <cstddef>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "xgrad/tensor.h"
@@ -113,6 +115,69 @@ Tensor relu(const Tensor& x);                  // equals where(x > 0, x, 0) (+0,
 Tensor softmax(const Tensor& x, int axis);     // exp(x - max) / sum(exp(x - max))
 Tensor log_softmax(const Tensor& x, int axis); // (x - max) - log(sum(exp(x - max)))
 Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim = false);
+
+// ---- neural-network ops ------------------------------------------------------------------------------
+// Primitives with hand-written loops and kernels, one graph node each (framework/src/core/ops_conv.cpp, ops_pool.cpp,
+// ops_nn.cpp), named as in PyTorch's ATen. Layouts are PyTorch's: images [N, C, H, W], conv weights
+// [C_out, C_in, kH, kW], class scores [N, C] or [N, C, d1, ...]. The layers use them through
+// xg::nn::functional, whose conv2d, max_pool2d, avg_pool2d and nll_loss are these very functions.
+
+/// A (height, width) pair for kernel sizes, strides and paddings. One number means both:
+/// `Size2(3)` == `Size2(3, 3)`; braces give two: `{3, 5}`. (libtorch: ExpandingArray<2>.)
+struct Size2 {
+  std::size_t h = 0;
+  std::size_t w = 0;
+  Size2(std::size_t both) : h(both), w(both) {}  // NOLINT: implicit on purpose, as libtorch
+  Size2(std::size_t height, std::size_t width) : h(height), w(width) {}
+  bool operator==(const Size2&) const = default;
+};
+inline std::string to_string(const Size2& s) { return fmt::format("({}, {})", s.h, s.w); }
+
+/// How a loss reduces its per-element values: keep them (None), average (Mean, the default) or add (Sum).
+/// (ATen: at::Reduction.)
+enum class Reduction { None, Mean, Sum };
+inline const char* to_string(Reduction r) {
+  return r == Reduction::None ? "none" : r == Reduction::Mean ? "mean" : "sum";
+}
+
+/// 2-d cross-correlation with zero padding, y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c, i·sh+p-ph, j·sw+q-pw]:
+/// input [N, C, H, W], weight [O, C, kH, kW], bias [O] or undefined -> [N, O, Ho, Wo], Ho = (H + 2·ph - kH)/sh + 1.
+/// im2col + one GEMM per image. dx = col2im(Wᵀ·G_n), dW = Σ_n G_n·col_nᵀ, db = Σ_{n,i,j} G.
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
+              Size2 padding = 0);
+/// Max over each kH×kW window (padding is -inf), [N, C, H, W] -> [N, C, Ho, Wo]; stride defaults to the kernel,
+/// padding at most half the kernel. G goes to the window's arg-max (the first on ties; a NaN wins).
+Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0);
+/// Mean over each window, divided by kH·kW (count_include_pad) or by the window's real pixels d. G/d to every
+/// pixel of the window.
+Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
+                  Size2 padding = 0, bool count_include_pad = true);
+/// loss[n, d...] = -input[n, target[n, d...], d...], reduced: input [N, C, d...] (log-probabilities; or [C] for
+/// one sample), target the class indices [N, d...] as a Tensor of integral values or N·d... indices in
+/// row-major order. d/dinput = -G at the target class (÷ N·d... for the mean), 0 elsewhere.
+Tensor nll_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor nll_loss(const Tensor& input, const std::vector<std::size_t>& target, Reduction reduction = Reduction::Mean);
+/// nll_loss(log_softmax(input, class axis), target): a composite (shapes and targets as nll_loss, checked before
+/// anything is computed). d/dinput = softmax(input) - onehot(target), times G (÷ count for the mean).
+Tensor cross_entropy_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::Mean);
+Tensor cross_entropy_loss(const Tensor& input, const std::vector<std::size_t>& target,
+                          Reduction reduction = Reduction::Mean);
+/// Batch normalization as ONE node over the fused kernels of xgrad/kernels/batchnorm.h: input [N, C, ...];
+/// weight, bias, running_mean, running_var [C] or undefined. training: y = w·x̂ + b with x̂ = (x - mean_B)·invstd,
+/// invstd = 1/sqrt(var_B + eps) (biased variance over the N·spatial values of a channel), and the running stats
+/// (if defined) become (1 - f)·running + f·batch stat (unbiased variance), f = exp_avg_factor. Otherwise x̂ uses
+/// the running stats. Backward (training, docs/batchnorm-fused.md): dx = w·invstd·(G - mean(G) - x̂·mean(G·x̂)),
+/// dw = Σ G·x̂, db = Σ G; eval: dx = G·w·invstd. PyTorch's native_batch_norm also returns the saved mean and
+/// invstd; here they stay inside the node. running_mean and running_var are handles to the caller's buffers (taken
+/// by value, as tensors share storage): training writes them in place.
+Tensor native_batch_norm(const Tensor& input, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                         Tensor running_var, bool training, double exp_avg_factor, double eps);
+
+/// For per-channel ops on [N, C, ...] inputs (BatchNorm): the shape [1, C, 1, ...] of rank `ndim` that lines a
+/// [C] vector up with axis 1 (a reshape target), and the axes {0, 2, 3, ...} each channel is reduced over.
+std::vector<std::ptrdiff_t> channel_view(std::size_t C, std::size_t ndim);
+Dims non_channel_axes(std::size_t ndim);
 
 // ---- broadcasting helpers -----------------------------------------------------------------------------
 /// The numpy broadcast of two shapes; throws "<op>: cannot broadcast [2,3] with [4]" when incompatible.

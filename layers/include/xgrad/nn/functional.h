@@ -1,5 +1,9 @@
 // xgrad/nn/functional.h — the stateless forms of the layers and losses (PyTorch: torch::nn::functional).
-// The modules in xgrad/nn/*.h hold parameters and options and call these.
+// The modules in xgrad/nn/*.h hold parameters and options and call these. Where the op with its backward is
+// the framework's (xgrad/ops.h), the form here is that op: conv2d, max_pool2d, avg_pool2d and nll_loss are
+// xg::conv2d, ... themselves (using-declarations, nothing to add); cross_entropy calls xg::cross_entropy_loss and
+// batch_norm_fused checks BatchNorm's arguments and calls xg::native_batch_norm, as torch::nn::functional calls
+// torch::conv2d. The other functions here are compositions of framework ops.
 //
 //   namespace F = xg::nn::functional;
 //   auto y = F::conv2d(x, w, b, /*stride=*/1, /*padding=*/1);
@@ -14,6 +18,7 @@
 #include <vector>
 
 #include "xgrad/nn/options.h"
+#include "xgrad/ops.h"
 #include "xgrad/random.h"
 #include "xgrad/tensor.h"
 
@@ -25,19 +30,19 @@ namespace xg::nn::functional {
 /// input [N, C_in, H, W], weight [C_out, C_in, kH, kW], bias [C_out] or undefined -> [N, C_out, H_out, W_out],
 /// H_out = (H + 2·ph - kH)/sh + 1 (floor), likewise W_out. One recorded op "conv2d": forward by im2col and
 /// one GEMM per image; backward dW = Σ_n dY_n · col_nᵀ, dx = col2im(Wᵀ · dY_n), db = Σ dY.
-Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Size2 stride = 1,
-              Size2 padding = 0);
+///   conv2d(input, weight, bias = Tensor(), Size2 stride = 1, Size2 padding = 0)
+using xg::conv2d;
 
 /// Max over each kH×kW window (padding counts as -inf), [N, C, H, W] -> [N, C, H_out, W_out] with
 /// H_out = (H + 2·ph - kH)/sh + 1. stride defaults to the kernel size. The gradient goes to the window's
 /// arg-max (the first one on ties, as PyTorch); a NaN in a window wins, as in PyTorch.
-Tensor max_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
-                  Size2 padding = 0);
+///   max_pool2d(input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt, Size2 padding = 0)
+using xg::max_pool2d;
 
 /// Mean over each kH×kW window. count_include_pad (PyTorch's default true): divide by kH·kW even where the
 /// window covers padding; false: divide by the number of real pixels in the window.
-Tensor avg_pool2d(const Tensor& input, Size2 kernel_size, std::optional<Size2> stride = std::nullopt,
-                  Size2 padding = 0, bool count_include_pad = true);
+///   avg_pool2d(input, kernel_size, stride = std::nullopt, padding = 0, bool count_include_pad = true)
+using xg::avg_pool2d;
 
 // ---- dropout ---------------------------------------------------------------------------------------------
 /// Inverted dropout: in training, each element is kept with probability 1-p and scaled by 1/(1-p), else 0
@@ -51,17 +56,17 @@ Tensor dropout(const Tensor& input, double p = 0.5, bool training = true, Genera
 ///   target: class indices as a Tensor (integral values in [0, C), any float dtype) or a std::vector.
 /// Reduction::Mean averages over all N·d1·... losses. A target outside [0, C) or not an integer is an error
 /// naming its position and value.
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction reduction = Reduction::Mean);
-Tensor nll_loss(const Tensor& log_probs, const std::vector<std::size_t>& target,
-                Reduction reduction = Reduction::Mean);
+///   nll_loss(log_probs, const Tensor& target, Reduction reduction = Reduction::Mean)
+///   nll_loss(log_probs, const std::vector<std::size_t>& target, Reduction reduction = Reduction::Mean)
+using xg::nll_loss;
 /// Braced class indices, `nll_loss(lp, {2, 0})` (otherwise ambiguous between the two forms above).
 inline Tensor nll_loss(const Tensor& log_probs, std::initializer_list<std::size_t> target,
                        Reduction reduction = Reduction::Mean) {
-  return nll_loss(log_probs, std::vector<std::size_t>(target), reduction);
+  return xg::nll_loss(log_probs, std::vector<std::size_t>(target), reduction);
 }
 
 /// Cross-entropy from raw scores (logits): nll_loss(log_softmax(logits, 1), target). Stable for any logits
-/// (log_softmax subtracts the row max). Shapes and targets as nll_loss.
+/// (log_softmax subtracts the row max). Shapes and targets as nll_loss. (xg::cross_entropy_loss.)
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean);
 Tensor cross_entropy(const Tensor& logits, const std::vector<std::size_t>& target,
                      Reduction reduction = Reduction::Mean);
@@ -97,8 +102,9 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, 
                   double eps = 1e-5);
 
 /// The same maths and arguments as batch_norm, as ONE graph node backed by the hand-fused kernels of
-/// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): the forward saves only the per-channel mean and
-/// inverse std; the backward is the closed form dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
+/// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): xg::native_batch_norm after check_batch_norm_args.
+/// The forward saves only the per-channel mean and inverse std; the backward is the closed form
+/// dx = w·invstd·(dy − mean(dy) − x̂·mean(dy·x̂)),
 /// dw = Σ dy·x̂, db = Σ dy, computing only the gradients that are needed. Agrees with batch_norm to the
 /// tolerances in docs/batchnorm-fused.md.
 Tensor batch_norm_fused(const Tensor& input, Tensor running_mean, Tensor running_var,

@@ -1,11 +1,8 @@
-// xgrad/nn/options.h — small vocabulary shared by the layer options: the XG_ARG builder macro, Size2 for
-// (height, width) pairs, and the loss Reduction.
+// xgrad/nn/options.h — small vocabulary shared by the layer options: the XG_ARG builder macro, and Size2 for
+// (height, width) pairs and the loss Reduction (both from xgrad/ops.h).
 #pragma once
 
-#include <cstddef>
-#include <string>
-
-#include <fmt/format.h>
+#include "xgrad/ops.h"
 
 /// Declares an option with a builder setter and two getters, as libtorch's TORCH_ARG:
 ///   struct FooOptions { XG_ARG(double, eps) = 1e-5; };
@@ -25,21 +22,10 @@
 
 namespace xg::nn {
 
-/// A (height, width) pair for kernel sizes, strides and paddings. One number means both:
-/// `Size2(3)` == `Size2(3, 3)`; braces give two: `{3, 5}`. (libtorch: ExpandingArray<2>.)
-struct Size2 {
-  std::size_t h = 0;
-  std::size_t w = 0;
-  Size2(std::size_t both) : h(both), w(both) {}  // NOLINT: implicit on purpose, as libtorch
-  Size2(std::size_t height, std::size_t width) : h(height), w(width) {}
-  bool operator==(const Size2&) const = default;
-};
-inline std::string to_string(const Size2& s) { return fmt::format("({}, {})", s.h, s.w); }
-
-/// How a loss reduces its per-element values: keep them (None), average (Mean, the default) or add (Sum).
-enum class Reduction { None, Mean, Sum };
-inline const char* to_string(Reduction r) {
-  return r == Reduction::None ? "none" : r == Reduction::Mean ? "mean" : "sum";
-}
+/// Size2 (a (height, width) pair: kernel sizes, strides, paddings) and the loss Reduction belong to the
+/// framework's ops (xgrad/ops.h: xg::conv2d, xg::nll_loss, ...); the layer options use the same types.
+using xg::Reduction;
+using xg::Size2;
+using xg::to_string;
 
 }  // namespace xg::nn
