@@ -1,5 +1,5 @@
 // xgrad/ops.h — the differentiable ops. Each primitive has one derivative, written as a closure in
-// framework/src/ops_*.cpp; the composites at the end are built from primitives and need no backward of their
+// framework/src/core/ops_*.cpp; the composites at the end are built from primitives and need no backward of their
 // own. docs/ops.md lists every op with its derivative.
 //
 // Broadcasting follows numpy: shapes are aligned on the right; an axis of size 1 (or a missing axis) stretches.
