@@ -3,9 +3,10 @@
 
     python3 bench/arch_table.py arch-bench
 
-Files: bn-<build>-<round>.json and step-<build>-<round>.json, <build> = native | v3 (x86-64-v3 with oneDNN and
-libtorch held to AVX2). Each cell is the minimum (BatchNorm) or the median of the medians (training step) over
-every round of that build, so both builds' numbers come from the same interleaved run.
+Files: bn-<arm>-<round>.json and step-<arm>-<round>.json, <arm> = native | v3 (x86-64-v3) | v3avx2 (x86-64-v3
+with oneDNN and libtorch held to AVX2, as on an AVX2-only CPU). Each cell is the median of the medians over
+every round of that build, so both builds' numbers come from the same interleaved run. (Google Benchmark 1.7
+reports mean, median, stddev and cv: the median of each repetition set is used throughout.)
 """
 import glob
 import json
@@ -13,7 +14,7 @@ import os
 import statistics
 import sys
 
-BUILDS = ["native", "v3"]
+BUILDS = ["native", "v3", "v3avx2"]
 SHAPES = ["64x64x32x32", "128x256x8x8", "256x1024", "60x100"]
 
 
@@ -28,7 +29,8 @@ def load(pattern, aggregate):
                 if r.get("aggregate_name") != aggregate:
                     continue
                 scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[r["time_unit"]]
-                out.setdefault((b, r["run_name"]), []).append(r["real_time"] * scale)
+                name = "/".join(p for p in r["run_name"].split("/") if p != "real_time" and not p.startswith("min_time:"))
+                out.setdefault((b, name), []).append(r["real_time"] * scale)
     return out, ctx
 
 
@@ -41,7 +43,7 @@ def us(v):
 
 
 def main(folder):
-    bn, ctx = load(os.path.join(folder, "bn-{}-*.json"), "min")
+    bn, ctx = load(os.path.join(folder, "bn-{}-*.json"), "median")
     step, _ = load(os.path.join(folder, "step-{}-*.json"), "median")
     for b in BUILDS:
         c = ctx.get(b, {})
@@ -50,7 +52,7 @@ def main(folder):
 
     def t(build, impl, phase, shape, thr):
         v = bn.get((build, f"bn/{impl}/{phase}/{shape}/threads:{thr}"))
-        return min(v) if v else None
+        return statistics.median(v) if v else None
 
     def train(build, impl, shape, thr):  # forward + backward
         f, g = t(build, impl, "train_fwd", shape, thr), t(build, impl, "bwd", shape, thr)
@@ -58,28 +60,29 @@ def main(folder):
 
     print("BatchNorm, training forward + backward, float32 (µs; ratios within each build):")
     print()
-    print("| shape | thr | fused native | fused v3 | v3 / native | libtorch / fused native | libtorch / fused v3 "
-          "| composed / fused native | composed / fused v3 | fused / oneDNN native | fused / oneDNN v3 |")
-    print("|" + "---|" * 11)
+    arms = ("native", "v3", "v3avx2")
+    print("| shape | thr | fused native | v3 / native | v3avx2 / native | libtorch / fused: native, v3, v3avx2 "
+          "| composed / fused: native, v3, v3avx2 | fused / oneDNN nchw (nc): native, v3, v3avx2 |")
+    print("|" + "---|" * 8)
     for shape in SHAPES:
         for thr in (1, 2):
-            fn, fv = train("native", "fused", shape, thr), train("v3", "fused", shape, thr)
-            cells = [shape, str(thr), us(fn), us(fv), ratio(fv, fn)]
+            f = {a: train(a, "fused", shape, thr) for a in arms}
+            cells = [shape, str(thr), us(f["native"]), ratio(f["v3"], f["native"]), ratio(f["v3avx2"], f["native"])]
             for impl in ("libtorch", "composed"):
-                cells += [ratio(train(b, impl, shape, thr), f) for b, f in (("native", fn), ("v3", fv))]
+                cells.append(" / ".join(ratio(train(a, impl, shape, thr), f[a]) for a in arms))
             dn = "onednn_nc" if shape.count("x") == 1 else "onednn_nchw"
-            cells += [ratio(f, train(b, dn, shape, thr)) for b, f in (("native", fn), ("v3", fv))]
+            cells.append(" / ".join(ratio(f[a], train(a, dn, shape, thr)) for a in arms))
             print("| " + " | ".join(cells) + " |")
     print()
     print("Training step, one thread (median of medians; xgrad / libtorch within each build):")
     print()
-    print("| model | xgrad native | xgrad v3 | v3 / native | xgrad / libtorch native | xgrad / libtorch v3 |")
-    print("|---|---|---|---|---|---|")
+    print("| model | xgrad native µs | v3 / native | v3avx2 / native | xgrad / libtorch: native, v3, v3avx2 |")
+    print("|---|---|---|---|---|")
     for m in ("mlp", "mlp_bn", "cnn"):
         x = {b: statistics.median(step.get((b, f"step/xgrad/{m}"), [0])) or None for b in BUILDS}
         p = {b: statistics.median(step.get((b, f"step/libtorch/{m}"), [0])) or None for b in BUILDS}
-        print(f"| {m} | {us(x['native'])} | {us(x['v3'])} | {ratio(x['v3'], x['native'])} | "
-              f"{ratio(x['native'], p['native'])} | {ratio(x['v3'], p['v3'])} |")
+        print(f"| {m} | {us(x['native'])} | {ratio(x['v3'], x['native'])} | {ratio(x['v3avx2'], x['native'])} | "
+              + " / ".join(ratio(x[b], p[b]) for b in BUILDS) + " |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What the CPU level of a build costs (docs/benchmarks.md, "CPUs and builds"): the BatchNorm and training-step
-# benchmarks of a -march=native build and of the portable default (x86-64-v3, AVX2), with oneDNN and libtorch held
-# to AVX2 for the portable one, so that an AVX-512 machine runs what an AVX2-only CPU (Zen 3) would. The two
-# builds' benchmarks run alternately in one run (rounds x builds), so the ratios compare like with like on a
-# shared, noisy machine.
+# benchmarks of a -march=native build and of the portable default (x86-64-v3, AVX2), the latter run twice: as is,
+# and with oneDNN and libtorch held to AVX2, so that an AVX-512 machine runs what an AVX2-only CPU (Zen 3) would.
+# The arms run alternately in one run (rounds x arms), so the ratios compare like with like on a shared, noisy
+# machine.
 #
 #   apt-get install -y libtorch-dev      # the peer (not part of scripts/setup.sh)
 #   bash bench/compare_arch.sh [rounds]  # default 2 rounds; builds build-bench-native/ and build-bench-v3/
@@ -22,10 +22,11 @@ for b in native v3; do
   cmake --build "build-bench-$b" -j"$(nproc)" --target bench_batchnorm bench_training_step > /dev/null
 done
 
-# The portable build as an AVX2-only CPU runs it: oneDNN's and libtorch's run-time dispatch held to AVX2.
+# Three arms: native, v3 (the portable build on this CPU: oneDNN and libtorch free), v3avx2 (the portable build
+# as an AVX2-only CPU runs it: oneDNN's and libtorch's run-time dispatch held to AVX2).
 run() {
   local b=$1; shift
-  if [ "$b" = v3 ]; then
+  if [ "$b" = v3avx2 ]; then
     ONEDNN_MAX_CPU_ISA=AVX2 DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 "$@"
   else
     "$@"
@@ -33,13 +34,14 @@ run() {
 }
 bn_filter='bn/(fused|composed|libtorch|onednn_nchw|onednn_nc)/.*/(64x64x32x32|128x256x8x8|256x1024|60x100)/'
 for r in $(seq 1 "$rounds"); do
-  for b in native v3; do
+  for b in native v3 v3avx2; do
+    dir=build-bench-${b%avx2}
     echo "round $r/$rounds: $b: BatchNorm"
-    run "$b" "build-bench-$b/bin/bench_batchnorm" --benchmark_filter="$bn_filter" --benchmark_repetitions=3 \
+    run "$b" "$dir/bin/bench_batchnorm" --benchmark_filter="$bn_filter" --benchmark_repetitions=3 \
       --benchmark_min_time=0.1 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/bn-$b-$r.json" --benchmark_out_format=json > /dev/null
     echo "round $r/$rounds: $b: training step"
-    run "$b" "build-bench-$b/bin/bench_training_step" --benchmark_filter='step/.*/(mlp|mlp_bn|cnn)$' \
+    run "$b" "$dir/bin/bench_training_step" --benchmark_filter='step/(xgrad|libtorch)/(mlp|mlp_bn|cnn)(/.*)?$' \
       --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/step-$b-$r.json" --benchmark_out_format=json > /dev/null
   done
