@@ -314,10 +314,10 @@ void check_train_dims(const BnDims& d, bool running_var) {
 
 // The map alone: y = (x - m)*a + sh with the given per-channel arrays (eval: m = 0).
 template <class T>
-void normalize_all(const T* x, T* y, const BnDims& d, std::vector<T>& coef, bool eval) {
+void normalize_all(const T* x, T* y, const BnDims& d, const Coefs<T>& k, bool eval) {
   const Blocking b = make_blocking<T>(d, static_cast<std::size_t>(get_num_threads()));
   const Forward<T> p{x, nullptr, nullptr, y, nullptr, nullptr, nullptr, nullptr, 0, 0, d, b};
-  map_all(p, d, b, Coefs<T>{coef.data(), d.C}, use_stream(d.N * d.C * d.S, sizeof(T), x == y ? 1 : 2, eval));
+  map_all(p, d, b, k, use_stream(d.N * d.C * d.S, sizeof(T), x == y ? 1 : 2, eval));
 }
 
 }  // namespace
@@ -339,13 +339,14 @@ template <class T>
 void batch_norm_forward_eval(const T* x, const T* weight, const T* bias, const T* running_mean,
                              const T* running_var, T* y, BnDims d, double eps) {
   // scale = w/sqrt(rv + eps), shift = b - rm*scale (in double), then y = (x - 0)*scale + shift.
-  std::vector<T> coef(3 * d.C, T(0));
+  std::vector<T> coef(3 * coef_stride<T>(d.C), T(0));
+  const Coefs<T> k{coef.data(), coef_stride<T>(d.C)};
   for (std::size_t c = 0; c < d.C; ++c) {
     const double s = (weight ? double(weight[c]) : 1.0) / std::sqrt(double(running_var[c]) + eps);
-    coef[d.C + c] = T(s);
-    coef[2 * d.C + c] = T((bias ? double(bias[c]) : 0.0) - double(running_mean[c]) * s);
+    k(1, c) = T(s);
+    k(2, c) = T((bias ? double(bias[c]) : 0.0) - double(running_mean[c]) * s);
   }
-  normalize_all(x, y, d, coef, true);
+  normalize_all(x, y, d, k, true);
 }
 
 template <class T>
@@ -382,11 +383,12 @@ void batch_norm_finish_stats(const BnMoments* moments, std::size_t C, double eps
 template <class T>
 void batch_norm_normalize(const T* x, const T* weight, const T* bias, const BnMoments* moments, double eps, T* y,
                           BnDims d) {
-  std::vector<T> coef(3 * d.C);  // the fused forward's coefficients, from the same moments
+  std::vector<T> coef(3 * coef_stride<T>(d.C));  // the fused forward's coefficients, from the same moments
+  const Coefs<T> k{coef.data(), coef_stride<T>(d.C)};
   for (std::size_t c = 0; c < d.C; ++c)
     affine_coefs(moments[c], invstd_of(moments[c], eps), weight ? double(weight[c]) : 1.0, bias ? double(bias[c]) : 0.0,
-                 Coefs<T>{coef.data(), d.C}, c);
-  normalize_all(x, y, d, coef, false);
+                 k, c);
+  normalize_all(x, y, d, k, false);
 }
 
 template <class T>

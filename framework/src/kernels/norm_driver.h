@@ -105,6 +105,12 @@ inline std::size_t unit_width(const Blocking& b, const BnDims& d, std::size_t u)
 }
 
 // K per-channel coefficient arrays of one stride: coefficient j of channel c is p[j*ld + c].
+// coef_stride(C): C plus 64 bytes, so that the arrays do not sit a multiple of 4 KiB apart — with C = 1024 floats
+// they would, and every coefficient load of the [N, C] map would 4K-alias the store just made to the row.
+template <class T>
+constexpr std::size_t coef_stride(std::size_t C) {
+  return C + 64 / sizeof(T);
+}
 template <class T>
 struct Coefs {
   T* p;
@@ -215,17 +221,18 @@ void chunk_rows(const std::array<const T*, NIN>& in, std::size_t nrows, std::siz
                 T* sums) {
   constexpr std::size_t w = kW<T>;
   const std::size_t cv = C - C % w;
+  const std::array<const T*, NIN> src = in;  // locals: see coef_ptrs
   for (std::size_t r = 0; r < nrows; ++r) {
     for (std::size_t c = 0; c < cv; c += w) {
       V<T> s[NS], x[NIN];
       for (std::size_t j = 0; j < NS; ++j) s[j] = V<T>::load_unaligned(sums + j * C + c);
-      for (std::size_t j = 0; j < NIN; ++j) x[j] = V<T>::load_unaligned(in[j] + r * C + c);
+      for (std::size_t j = 0; j < NIN; ++j) x[j] = V<T>::load_unaligned(src[j] + r * C + c);
       acc(s, coef ? V<T>::load_unaligned(coef + c) : V<T>(T(0)), x);
       for (std::size_t j = 0; j < NS; ++j) s[j].store_unaligned(sums + j * C + c);
     }
     for (std::size_t c = cv; c < C; ++c) {
       T x[NIN];
-      for (std::size_t j = 0; j < NIN; ++j) x[j] = in[j][r * C + c];
+      for (std::size_t j = 0; j < NIN; ++j) x[j] = src[j][r * C + c];
       T s[NS];
       for (std::size_t j = 0; j < NS; ++j) s[j] = sums[j * C + c];
       acc(s, coef ? coef[c] : T(0), x);
@@ -257,13 +264,21 @@ void for_each_chunk(const BnDims& d, const Blocking& b, std::size_t elem_bytes, 
 // ================================================================================================================
 // Elementwise maps: out = op(in...) with Op<X>{coefficient 0, ..., K-1} built per channel (X = T or V<T>).
 // ================================================================================================================
-template <template <class> class Op, class X, class T, std::size_t... J>
-Op<X> make_op(const Coefs<T>& k, std::size_t c, std::index_sequence<J...>) {
-  return Op<X>{X(k(int(J), c))...};
+// The coefficient arrays as plain pointers: copied into locals before the loops, because xsimd's unaligned stores
+// (intrinsics declared may_alias) would otherwise make the compiler reload every pointer after every store.
+template <std::size_t K, class T>
+std::array<const T*, K> coef_ptrs(const Coefs<T>& k) {
+  std::array<const T*, K> p;
+  for (std::size_t j = 0; j < K; ++j) p[j] = &k(int(j), 0);
+  return p;
 }
-template <template <class> class Op, class T, std::size_t... J>
-Op<V<T>> load_op(const Coefs<T>& k, std::size_t c, std::index_sequence<J...>) {
-  return Op<V<T>>{V<T>::load_unaligned(&k(int(J), c))...};
+template <template <class> class Op, class X, class T, std::size_t K, std::size_t... J>
+Op<X> make_op(const std::array<const T*, K>& kp, std::size_t c, std::index_sequence<J...>) {
+  return Op<X>{X(kp[J][c])...};
+}
+template <template <class> class Op, class T, std::size_t K, std::size_t... J>
+Op<V<T>> load_op(const std::array<const T*, K>& kp, std::size_t c, std::index_sequence<J...>) {
+  return Op<V<T>>{V<T>::load_unaligned(kp[J] + c)...};
 }
 
 // S > 1: nrows rows of a unit of cw channels (in/out point at its first value; rows `stride` apart; within a row,
@@ -273,14 +288,16 @@ template <template <class> class Op, std::size_t K, class T, bool Stream, bool P
 void map_block(const std::array<const T*, NIN>& in, T* out, std::size_t nrows, std::size_t stride, std::size_t len,
                std::size_t cw, const Coefs<T>& k, std::size_t pf_cw) {
   const std::size_t ahead = cw * len;
+  const std::array<const T*, K> kp = coef_ptrs<K>(k);
+  const std::array<const T*, NIN> src = in;  // locals: see coef_ptrs
   for (std::size_t r = 0; r < nrows; ++r)
     for (std::size_t c = 0; c < cw; ++c) {
       const std::size_t off = r * stride + c * len;
-      const Op<T> os = make_op<Op, T>(k, c, std::make_index_sequence<K>{});
-      const Op<V<T>> ov = make_op<Op, V<T>>(k, c, std::make_index_sequence<K>{});
+      const Op<T> os = make_op<Op, T>(kp, c, std::make_index_sequence<K>{});
+      const Op<V<T>> ov = make_op<Op, V<T>>(kp, c, std::make_index_sequence<K>{});
       const auto scalar = [&](std::size_t i) {
         T x[NIN];
-        for (std::size_t j = 0; j < NIN; ++j) x[j] = in[j][i];
+        for (std::size_t j = 0; j < NIN; ++j) x[j] = src[j][i];
         out[i] = os(x);
       };
       std::size_t i0 = 0;
@@ -294,11 +311,11 @@ void map_block(const std::array<const T*, NIN>& in, T* out, std::size_t nrows, s
             V<T> x[NIN];
             for (std::size_t j = 0; j < NIN; ++j) {
               if constexpr (Prefetch)
-                if (next_block) prefetch_l2(in[j] + base + ahead + i);
+                if (next_block) prefetch_l2(src[j] + base + ahead + i);
             }
             for (std::size_t j = 0; j < NIN; ++j) {
-              if (next_row) prefetch_l2(in[j] + base + stride + i);
-              x[j] = V<T>::load_unaligned(in[j] + base + i);
+              if (next_row) prefetch_l2(src[j] + base + stride + i);
+              x[j] = V<T>::load_unaligned(src[j] + base + i);
             }
             const V<T> v = ov(x);
             if constexpr (Stream) store_stream(out + base + i, v); else v.store_unaligned(out + base + i);
@@ -332,16 +349,18 @@ template <template <class> class Op, std::size_t K, class T, std::size_t NIN>
 void map_rows(const std::array<const T*, NIN>& in, T* out, std::size_t nrows, std::size_t C, const Coefs<T>& k) {
   constexpr std::size_t w = kW<T>;
   const std::size_t cv = C - C % w;
+  const std::array<const T*, K> kp = coef_ptrs<K>(k);
+  const std::array<const T*, NIN> src = in;  // locals: see coef_ptrs
   for (std::size_t r = 0; r < nrows; ++r) {
     for (std::size_t c = 0; c < cv; c += w) {
       V<T> x[NIN];
-      for (std::size_t j = 0; j < NIN; ++j) x[j] = V<T>::load_unaligned(in[j] + r * C + c);
-      load_op<Op>(k, c, std::make_index_sequence<K>{})(x).store_unaligned(out + r * C + c);
+      for (std::size_t j = 0; j < NIN; ++j) x[j] = V<T>::load_unaligned(src[j] + r * C + c);
+      load_op<Op>(kp, c, std::make_index_sequence<K>{})(x).store_unaligned(out + r * C + c);
     }
     for (std::size_t c = cv; c < C; ++c) {
       T x[NIN];
-      for (std::size_t j = 0; j < NIN; ++j) x[j] = in[j][r * C + c];
-      out[r * C + c] = make_op<Op, T>(k, c, std::make_index_sequence<K>{})(x);
+      for (std::size_t j = 0; j < NIN; ++j) x[j] = src[j][r * C + c];
+      out[r * C + c] = make_op<Op, T>(kp, c, std::make_index_sequence<K>{})(x);
     }
   }
 }
@@ -421,8 +440,8 @@ void run(const P& p, const BnDims& d, const Blocking& b, const typename P::Acc* 
         for (std::size_t t = lo; t < hi; ++t)
           p.group_sums(t / b.G, t % b.G, part.data() + (t % b.G) * d.C + unit_begin(b, t / b.G));
       });
-    std::vector<T> coef(std::size_t(K) * d.C);
-    const Coefs<T> k{coef.data(), d.C};
+    std::vector<T> coef(std::size_t(K) * coef_stride<T>(d.C));
+    const Coefs<T> k{coef.data(), coef_stride<T>(d.C)};
     parallel_for(0, d.C, one ? d.C : 1024, [&](std::size_t lo, std::size_t hi) {
       if (!given)  // combine into part[c]
         for (std::size_t c = lo; c < hi; ++c)
@@ -466,8 +485,8 @@ void run(const P& p, const BnDims& d, const Blocking& b, const typename P::Acc* 
   });
   for (std::size_t c = 0; c < d.C; ++c)
     for (std::size_t g = 1; g < b.G; ++g) part[c] = P::combine(part[c], part[g * d.C + c]);
-  std::vector<T> coef(std::size_t(K) * d.C);
-  const Coefs<T> k{coef.data(), d.C};
+  std::vector<T> coef(std::size_t(K) * coef_stride<T>(d.C));
+  const Coefs<T> k{coef.data(), coef_stride<T>(d.C)};
   p.finish(0, d.C, part.data(), k);
   if (!do_map) return;
   parallel_for(0, pairs, 1, [&](std::size_t lo, std::size_t hi) {
