@@ -21,7 +21,9 @@ struct LabOptions {
   std::uint64_t seed = 1;
   /// "default" (the real figures, minutes), "quick" (CI-sized, under a minute), "tiny" (hidden; seconds, for
   /// sanitizer builds).
-  std::string mode = "default";
+  std::string mode = "default";  // also "full" (--full: the papers' budgets where feasible)
+  /// Seeds per arm (--seeds); 0 = the experiment's default for the mode (see Lab::seeds).
+  std::size_t seeds = 0;
   std::string bn_impl = "fused";  // "fused" or "composed"
   int threads = 2;
   std::string data = "/usr/share/datasets/fashion-mnist";
@@ -41,7 +43,11 @@ class Lab {
   explicit Lab(LabOptions options);
 
   const LabOptions& options() const { return opts_; }
-  bool quick() const { return opts_.mode != "default"; }
+  /// quick() is true for --quick and --tiny; full() for --full (the papers' budgets, hours).
+  bool quick() const { return opts_.mode == "quick" || opts_.mode == "tiny"; }
+  bool full() const { return opts_.mode == "full"; }
+  /// Seeds per arm: --seeds if given, else `fallback` (the experiment's choice for the mode).
+  std::size_t seeds(std::size_t fallback) const { return opts_.seeds > 0 ? opts_.seeds : fallback; }
   bool tiny() const { return opts_.mode == "tiny"; }
   const fs::path& out() const { return out_; }
   /// The BatchNorm implementation actually used ("fused" or "composed").

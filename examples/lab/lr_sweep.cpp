@@ -41,6 +41,7 @@ LrSweepConfig lr_sweep_config(const Lab& lab) {
     c.eval_samples = 1000;
     c.evals = 2;
   }
+  c.seeds = lab.seeds(c.seeds);
   return c;
 }
 

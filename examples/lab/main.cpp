@@ -31,9 +31,13 @@ struct Override {
 };
 
 // The flags every subcommand shares.
-void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny) {
+void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny, bool& full) {
   app->add_option("--seed", o.seed, "Seed of the whole run (weights, shuffling, noise)")->capture_default_str();
+  app->add_option("--seeds", o.seeds, "Seeds per arm (default: the experiment's choice for the mode)")
+      ->check(CLI::Range(1, 100));
   app->add_flag("--quick", quick, "CI-sized run: small subsets and few steps (under a minute)");
+  app->add_flag("--full", full, "The papers' budgets where feasible (hours; the estimate is printed first)")
+      ->excludes(app->get_option("--quick"));
   app->add_flag("--tiny", tiny, "Even smaller than --quick (for sanitizer builds)")->group("");  // hidden
   app->add_option("--bn-impl", o.bn_impl, "BatchNorm implementation: fused (hand-fused kernels) or composed")
       ->check(CLI::IsMember({"fused", "composed"}))
@@ -58,15 +62,15 @@ int main(int argc, char** argv) {
                "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};
   app.require_subcommand(1);
   lab::LabOptions opts;
-  bool quick = false, tiny = false;
+  bool quick = false, tiny = false, full = false;
 
   // ---- lr-sweep --------------------------------------------------------------------------------------------
   auto* sweep = app.add_subcommand("lr-sweep", "Learning-rate tolerance: accuracy against learning rate, with and "
                                                "without BN, for the MLP and the small CNN");
-  add_common(sweep, opts, quick, tiny);
+  add_common(sweep, opts, quick, tiny, full);
   Override<std::vector<double>> sweep_lrs, sweep_cnn_lrs, sweep_adam_lrs;
   Override<std::vector<std::string>> sweep_models, sweep_optims;
-  Override<std::size_t> sweep_seeds, sweep_cnn_seeds, sweep_mlp_steps, sweep_cnn_steps, sweep_batch, sweep_train_n, sweep_eval_n;
+  Override<std::size_t> sweep_cnn_seeds, sweep_mlp_steps, sweep_cnn_steps, sweep_batch, sweep_train_n, sweep_eval_n;
   Override<double> sweep_frac;
   sweep_lrs.add(sweep, "--lrs", "MLP SGD learning rates, comma-separated (default 0.01,0.03,...,30)");
   sweep_lrs.option->delimiter(',');
@@ -78,7 +82,6 @@ int main(int argc, char** argv) {
   sweep_models.option->delimiter(',')->check(CLI::IsMember({"mlp", "cnn"}));
   sweep_optims.add(sweep, "--optimizers", "Optimizers: sgd,adam");
   sweep_optims.option->delimiter(',')->check(CLI::IsMember({"sgd", "adam"}));
-  sweep_seeds.add(sweep, "--seeds", "MLP seeds per learning rate and arm");
   sweep_cnn_seeds.add(sweep, "--cnn-seeds", "CNN seeds per learning rate and arm");
   sweep_mlp_steps.add(sweep, "--mlp-steps", "Training steps per MLP run");
   sweep_cnn_steps.add(sweep, "--cnn-steps", "Training steps per CNN run");
@@ -90,7 +93,7 @@ int main(int argc, char** argv) {
   // ---- convergence -------------------------------------------------------------------------------------------
   auto* conv = app.add_subcommand("convergence", "Ioffe & Szegedy Figure 1: test accuracy against steps and the "
                                                  "percentiles of a sigmoid's input, with and without BN");
-  add_common(conv, opts, quick, tiny);
+  add_common(conv, opts, quick, tiny, full);
   Override<std::size_t> conv_steps, conv_batch, conv_unit, conv_train_n, conv_eval_n;
   Override<double> conv_lr, conv_init;
   conv_steps.add(conv, "--steps", "Training steps (the paper: 50000)");
@@ -104,7 +107,7 @@ int main(int argc, char** argv) {
   // ---- noisy-bn ------------------------------------------------------------------------------------------------
   auto* noisy = app.add_subcommand("noisy-bn", "Santurkar et al. Figure 2: standard vs BN vs BN + time-varying "
                                                "noise vs standard + noise");
-  add_common(noisy, opts, quick, tiny);
+  add_common(noisy, opts, quick, tiny, full);
   Override<std::string> noisy_model;
   Override<std::size_t> noisy_depth, noisy_steps, noisy_batch, noisy_unit, noisy_train_n, noisy_eval_n;
   Override<double> noisy_lr, n_mu, n_sigma, r_mu, r_sigma;
@@ -125,11 +128,11 @@ int main(int argc, char** argv) {
   // ---- all -------------------------------------------------------------------------------------------------------
   auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
                                         "report (about 2 minutes on 2 cores; --quick for CI)");
-  add_common(all, opts, quick, tiny);
+  add_common(all, opts, quick, tiny, full);
 
   CLI11_PARSE(app, argc, argv);
 
-  opts.mode = tiny ? "tiny" : quick ? "quick" : "default";
+  opts.mode = tiny ? "tiny" : quick ? "quick" : full ? "full" : "default";
   opts.command_line = "xgrad-lab";
   for (int i = 1; i < argc; ++i) opts.command_line += std::string(" ") + argv[i];
 
@@ -142,7 +145,6 @@ int main(int argc, char** argv) {
       sweep_adam_lrs.apply(c.adam_lrs);
       sweep_models.apply(c.models);
       sweep_optims.apply(c.optimizers);
-      sweep_seeds.apply(c.seeds);
       sweep_cnn_seeds.apply(c.cnn_seeds);
       sweep_mlp_steps.apply(c.mlp_steps);
       sweep_cnn_steps.apply(c.cnn_steps);
