@@ -174,6 +174,19 @@ Tensor cross_entropy_loss(const Tensor& input, const std::vector<std::size_t>& t
 Tensor native_batch_norm(const Tensor& input, const Tensor& weight, const Tensor& bias, Tensor running_mean,
                          Tensor running_var, bool training, double exp_avg_factor, double eps);
 
+/// GroupNorm as ONE node over the fused kernels of xgrad/kernels/group_norm.h: input [N, C, ...], the C channels
+/// split into num_groups groups of C/num_groups adjacent channels; each (sample, group) is normalised over its
+/// (C/G)·spatial values with its own mean and BIASED variance, y = x̂·w_c + b_c (weight, bias [C] or undefined).
+/// No running statistics (train and eval compute the same). Backward: dx = invstd·(g − mean(g) − x̂·mean(g·x̂)) with
+/// g = G·w per row, dw = Σ G·x̂, db = Σ G (docs/normalization.md). num_groups must divide C; eps > 0.
+Tensor native_group_norm(const Tensor& input, std::size_t num_groups, const Tensor& weight, const Tensor& bias,
+                         double eps);
+/// LayerNorm as ONE node on the same kernels: every row of the last normalized_shape.size() dims (which must equal
+/// normalized_shape) is normalised over its D = prod(normalized_shape) values; weight, bias of shape
+/// normalized_shape (elementwise affine) or undefined. GroupNorm with N = rows, C = D, spatial 1, one group.
+Tensor native_layer_norm(const Tensor& input, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                         double eps);
+
 /// For per-channel ops on [N, C, ...] inputs (BatchNorm): the shape [1, C, 1, ...] of rank `ndim` that lines a
 /// [C] vector up with axis 1 (a reshape target), and the axes {0, 2, 3, ...} each channel is reduced over.
 std::vector<std::ptrdiff_t> channel_view(std::size_t C, std::size_t ndim);

@@ -11,6 +11,7 @@
 #include "xgrad/nn/linear.h"
 #include "xgrad/nn/loss.h"
 #include "xgrad/nn/module.h"
+#include "xgrad/nn/normalization.h"
 #include "xgrad/nn/options.h"
 #include "xgrad/nn/pooling.h"
 #include "xgrad/nn/sequential.h"
