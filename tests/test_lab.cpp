@@ -294,3 +294,43 @@ TEST_CASE("Progress: without unit costs the percentage counts units") {
   CHECK(out.find("job:  50% (2/4)") != std::string::npos);
 }
 #endif
+
+// Issue 16's subcommands (examples/lab/bn_limits.h): batch-size, inference, regularisation at --tiny on the
+// dataset of --data: files, metrics, verdicts, the dataset named in the report, and no NaN where nothing diverged.
+TEST_CASE("xgrad-lab batch-size / inference / regularisation: files, metrics and verdicts") {
+  if (!lab_available()) return;
+  REQUIRE(data_available());
+  const auto dir = temp_dir("limits");
+  struct Sub {
+    const char* name;
+    const char* figure;
+    const char* metric;
+    const char* verdict;
+  };
+  for (const Sub& s : {Sub{"batch-size", "batch_size_error", "test_err", "Batch size (Wu & He Fig. 1"},
+                       Sub{"inference", "inference_statistics", "test_acc", "Inference statistics"},
+                       Sub{"regularisation", "regularisation_gap", "gap", "Regularisation"}}) {
+    INFO(s.name);
+    std::string log;
+    CHECK(run_lab(std::string(s.name) + " --help", dir, log) == 0);
+    CHECK(log.find("--seeds") != std::string::npos);
+    const fs::path out = dir / s.name;
+    REQUIRE_MESSAGE(run_lab(std::string(s.name) + " " + kMode + " --out '" + out.string() + "'", dir, log) == 0, log);
+    for (const char* ext : {".png", ".svg", ".gp"})
+      CHECK_MESSAGE(fs::exists(out / (std::string(s.figure) + ext)), s.figure << ext);
+    const Csv csv = read_csv(out / "metrics.csv");
+    const std::size_t c_metric = csv.col("metric"), c_value = csv.col("value");
+    std::size_t n = 0;
+    for (const auto& r : csv.rows)
+      if (r[c_metric] == s.metric) {
+        ++n;
+        CHECK(std::isfinite(std::strtod(r[c_value].c_str(), nullptr)));
+      }
+    CHECK(n > 0);
+    const std::string md = read_text(out / "report.md");
+    CHECK(md.find(s.verdict) != std::string::npos);
+    CHECK(md.find("fashion-mnist") != std::string::npos);  // the --data folder's name, not a hard-coded title
+    CHECK(read_text(out / "summary.json").find("\"verdict\"") != std::string::npos);
+  }
+  fs::remove_all(dir);
+}

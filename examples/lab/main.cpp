@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <xgrad/xgrad.h>
 
+#include "bn_limits.h"
 #include "training.h"
 
 namespace {
@@ -125,6 +126,9 @@ int main(int argc, char** argv) {
   r_mu.add(noisy, "--r-mu", "Noise: per-sample offsets m ~ U(mu - r_mu, mu + r_mu) (0.1)");
   r_sigma.add(noisy, "--r-sigma", "Noise: per-sample scales s ~ N(sigma, r_sigma) (0.1)");
 
+  // ---- batch-size, inference, regularisation (bn_limits.cpp) ----------------------------------------------------
+  lab::LimitsCommands* limits = lab::add_limits_subcommands(app, [&](CLI::App* a) { add_common(a, opts, quick, tiny, full); });
+
   // ---- all -------------------------------------------------------------------------------------------------------
   auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
                                         "report (about 2 minutes on 2 cores; --quick for CI)");
@@ -194,6 +198,7 @@ int main(int argc, char** argv) {
       lab::run_lr_sweep(lab, sweep_cfg());
       lab::run_noisy_bn(lab, noisy_cfg());
     }
+    lab::run_limits(lab, limits, bool(*all));
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
   } catch (const std::exception& e) {
