@@ -130,8 +130,8 @@ int main(int argc, char** argv) {
   lab::LimitsCommands* limits = lab::add_limits_subcommands(app, [&](CLI::App* a) { add_common(a, opts, quick, tiny, full); });
 
   // ---- all -------------------------------------------------------------------------------------------------------
-  auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
-                                        "report (about 2 minutes on 2 cores; --quick for CI)");
+  auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep, noisy-bn, batch-size, "
+                                        "inference and regularisation into one report (a few minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
 
   CLI11_PARSE(app, argc, argv);

@@ -127,7 +127,7 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
     p.xlabel = "arm (1 none, 2 Dropout, 3 BN, 4 BN + Dropout)";
     p.ylabel = which == 0 ? "accuracy" : "train accuracy - test accuracy";
     p.xrange = std::pair{0.5, 4.5};
-    p.key = which == 0 ? "bottom right" : "top right";
+    p.key = which == 0 ? "bottom right" : "off";  // the left panel's legend names the arms
     for (std::size_t a = 0; a < arms.size(); ++a) {
       const double x = static_cast<double>(a + 1);
       const std::vector<std::vector<double>*> what =
