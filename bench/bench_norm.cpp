@@ -3,11 +3,11 @@
 // native_layer_norm / native_group_norm (when enabled). Ratios are taken within one run (bench/bn_table.py
 // --norm prints the table of docs/benchmarks.md).
 //
-//   cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DXGRAD_BENCH_ONEDNN=ON -DXGRAD_BENCH_LIBTORCH=ON \
-//         -DXGRAD_BUILD_TESTS=OFF -DXGRAD_BUILD_EXAMPLES=OFF
+//   cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DXGRAD_BENCH_ONEDNN=ON -DXGRAD_BENCH_LIBTORCH=ON
+//         -DXGRAD_BUILD_TESTS=OFF -DXGRAD_BUILD_EXAMPLES=OFF                                 (one command line)
 //   cmake --build build-bench --target bench_norm -j2
-//   build-bench/bin/bench_norm --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
-//         --benchmark_report_aggregates_only=true --benchmark_out=norm.json --benchmark_out_format=json
+//   build-bench/bin/bench_norm --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
+//         --benchmark_report_aggregates_only=true --benchmark_out=norm.json --benchmark_out_format=json   (one line)
 //
 // Names: <ln|gn>/<impl>/<phase>/<shape>/threads:<n>
 //   impl   fused | composed (xg::nn::functional::layer_norm / group_norm, every op a graph node) | onednn (LayerNorm
@@ -17,6 +17,7 @@
 // float32, eps 1e-5, affine on. GroupNorm shapes use 32 groups (Wu & He's default).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -64,7 +65,10 @@ struct Case {
   }
   std::string name() const {
     std::string n;
-    for (std::size_t i = 0; i < dims.size(); ++i) n += (i ? "x" : "") + std::to_string(dims[i]);
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+      if (i) n += 'x';
+      n += std::to_string(dims[i]);
+    }
     return layer ? n : n + "_G" + std::to_string(G);
   }
 };
@@ -224,7 +228,10 @@ void register_all() {
                                  std::to_string(t);
         const std::string kind = c.layer ? "ln/" : "gn/";
         auto reg = [&](const std::string& impl, std::function<void(benchmark::State&)> f) {
-          benchmark::RegisterBenchmark((kind + impl + "/" + tail).c_str(), f)->UseRealTime()->Unit(benchmark::kMicrosecond);
+          benchmark::RegisterBenchmark((kind + impl + "/" + tail).c_str(), f)
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond)
+              ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
         };
         reg("fused", [=](benchmark::State& st) { bench_fused(st, c, ph, t); });
         reg("composed", [=](benchmark::State& st) { bench_composed(st, c, ph, t); });

@@ -161,19 +161,8 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
   p.ylabel = "test error";
   p.logx = true;
   p.key = "top right";
-  for (std::size_t a = 0; a < cfg.arms.size(); ++a) {
-    std::vector<double> x, m, lo, hi;
-    for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
-      const Band b = band_of(err[a][bi]);
-      x.push_back(static_cast<double>(cfg.batches[bi]));
-      m.push_back(b.mean);
-      lo.push_back(b.lo);
-      hi.push_back(b.hi);
-    }
-    const std::string color = arm_color(cfg.arms[a]);
-    if (cfg.seeds > 1) p.series.push_back({"", x, lo, hi, "band", "fs transparent solid 0.15 noborder lc rgb " + color});
-    p.series.push_back({arm_title(cfg.arms[a]), x, m, {}, "linespoints", "lw 2 pt 7 lc rgb " + color});
-  }
+  for (std::size_t a = 0; a < cfg.arms.size(); ++a)
+    add_band_curve(p, cfg.batches, err[a], arm_title(cfg.arms[a]), arm_color(cfg.arms[a]));
   fig.panels.push_back(p);
 
   Report& rep = lab.report(ex, "BatchNorm at small batches: BN, GroupNorm, LayerNorm, Batch Renorm (`batch-size`)");
@@ -197,11 +186,7 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
     std::vector<std::string> row{std::to_string(cfg.batches[bi]),
                                  short_number(cfg.base_lr * static_cast<double>(cfg.batches[bi]) /
                                               static_cast<double>(cfg.base_batch))};
-    for (std::size_t a = 0; a < cfg.arms.size(); ++a) {
-      const Band b = band_of(err[a][bi]);
-      row.push_back(cfg.seeds > 1 ? fmt::format("{} ({}–{})", percent(b.mean), percent(b.lo), percent(b.hi))
-                                  : percent(b.mean));
-    }
+    for (std::size_t a = 0; a < cfg.arms.size(); ++a) row.push_back(band_cell(err[a][bi]));
     rows.push_back(row);
   }
   rep.table(head, rows);

@@ -1,4 +1,5 @@
-// bn_limits.h — (not "limits.h": that name would shadow the C header <limits.h> on this include path) BatchNorm's limits and its alternatives: three xgrad-lab experiments (docs/experiments.md).
+// bn_limits.h — BatchNorm's limits and its alternatives: three xgrad-lab experiments (docs/experiments.md).
+// (Not "limits.h": on this include path that name would shadow the C header <limits.h>.)
 //
 //   batch-size      Wu & He 2018, Fig. 1: test error against batch size for BN, GroupNorm, LayerNorm, Batch
 //                   Renorm and no normalisation, same epochs, learning rate scaled linearly with the batch
@@ -60,6 +61,12 @@ struct Band {
   double mean = 0, lo = 0, hi = 0;
 };
 Band band_of(const std::vector<double>& v);
+/// A table cell for one point's seeds: "81.2% (80.9%–81.5%)", or "81.2%" for one seed.
+std::string band_cell(const std::vector<double>& seeds);
+/// A curve over x (one entry of `per_x` per x: the seeds' values): its min–max band (with more than one seed),
+/// then the means as linespoints titled `title`, in `color`; `style` is prepended to the line's options ("dt 2 ").
+void add_band_curve(Panel& p, const std::vector<std::size_t>& x, const std::vector<std::vector<double>>& per_x,
+                    const std::string& title, const std::string& color, const std::string& style = "");
 
 // ---- batch-size ------------------------------------------------------------------------------------------------
 struct BatchSizeConfig {

@@ -211,19 +211,9 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
   p.logx = true;
   p.key = "bottom right";
   const char* colors[] = {"'#aec7e8'", "'#1f77b4'", "'#17becf'", "'#9edae5'", "'#393b79'", "'#d62728'", "'#ff7f0e'", "'#2ca02c'"};
-  for (std::size_t k = 0; k < M; ++k) {
-    std::vector<double> x, m, lo, hi;
-    for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
-      const Band b = band_of(acc[k][bi]);
-      x.push_back(static_cast<double>(cfg.batches[bi]));
-      m.push_back(b.mean);
-      lo.push_back(b.lo);
-      hi.push_back(b.hi);
-    }
-    const std::string color = k < nm ? colors[std::min<std::size_t>(k, 4)] : colors[5 + (k - nm)];
-    if (cfg.seeds > 1) p.series.push_back({"", x, lo, hi, "band", "fs transparent solid 0.12 noborder lc rgb " + color});
-    p.series.push_back({titles[k], x, m, {}, "linespoints", std::string(k < nm ? "dt 2 " : "") + "lw 2 pt 7 lc rgb " + color});
-  }
+  for (std::size_t k = 0; k < M; ++k)
+    add_band_curve(p, cfg.batches, acc[k], titles[k], k < nm ? colors[std::min<std::size_t>(k, 4)] : colors[5 + (k - nm)],
+                   k < nm ? "dt 2 " : "");
   fig.panels.push_back(p);
 
   Report& rep = lab.report(ex, "Statistics at inference: moving averages, batch statistics, population (`inference`)");
@@ -245,11 +235,7 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
   std::vector<std::vector<std::string>> rows;
   for (std::size_t k = 0; k < M; ++k) {
     std::vector<std::string> row{titles[k]};
-    for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
-      const Band b = band_of(acc[k][bi]);
-      row.push_back(cfg.seeds > 1 ? fmt::format("{} ({}–{})", percent(b.mean), percent(b.lo), percent(b.hi))
-                                  : percent(b.mean));
-    }
+    for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) row.push_back(band_cell(acc[k][bi]));
     rows.push_back(row);
   }
   rep.table(head, rows);
