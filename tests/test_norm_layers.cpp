@@ -10,6 +10,8 @@
 
 #include <xgrad/xgrad.h>
 
+#include "testing.h"
+
 using namespace xg;
 namespace F = xg::nn::functional;
 
@@ -146,6 +148,21 @@ TEST_CASE("LayerNorm / GroupNorm gradcheck (float64), composed and fused") {
       CHECK(gradcheck([&](const std::vector<Tensor>& in) { return gn(in[0], g, Tensor(), Tensor(), 1e-5) * dy; }, {x}).ok);
     }
   }
+}
+
+TEST_CASE("native_layer_norm / native_group_norm: the ops themselves, gradchecked (float64)") {
+  Generator gen(12);
+  const Tensor x = randn({3, 2, 4}, kFloat64, &gen).requires_grad_(), dy = randn({3, 2, 4}, kFloat64, &gen);
+  const Tensor w = uniform({4}, 0.5, 1.5, kFloat64, &gen).requires_grad_(), b = randn({4}, kFloat64, &gen).requires_grad_();
+  xgt::check_grad("native_layer_norm", [&](auto& in) { return xg::native_layer_norm(in[0], {4}, in[1], in[2], 1e-5) * dy; },
+                  {x, w, b});
+  xgt::check_grad("native_layer_norm", [&](auto& in) { return xg::native_layer_norm(in[0], {2, 4}, Tensor(), Tensor(), 1e-5) * dy; },
+                  {x});
+  const Tensor wc = uniform({2}, 0.5, 1.5, kFloat64, &gen).requires_grad_(), bc = randn({2}, kFloat64, &gen).requires_grad_();
+  xgt::check_grad("native_group_norm", [&](auto& in) { return xg::native_group_norm(in[0], 2, in[1], in[2], 1e-5) * dy; },
+                  {x, wc, bc});
+  xgt::check_grad("native_group_norm", [&](auto& in) { return xg::native_group_norm(in[0], 1, Tensor(), Tensor(), 1e-5) * dy; },
+                  {x});
 }
 
 namespace {
