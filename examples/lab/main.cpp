@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <xgrad/xgrad.h>
 
+#include "cells.h"
 #include "training.h"
 
 namespace {
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   // A training step frees and reallocates the same large tensors; keep them in the process instead of
   // page-faulting them back in every step (see xgrad/memory.h: 2x on the MLP steps of a 2-vCPU VM).
   xg::keep_freed_memory();
+  lab::ClusterSession cluster(argc, argv);  // MPI when started by mpirun/srun: sweeps spread over ranks (cells.h)
   CLI::App app{"xgrad-lab: what BatchNorm does to learning-rate tolerance and convergence, on Fashion-MNIST.\n"
                "Reproduces Ioffe & Szegedy 2015 (Figure 1) and Santurkar et al. 2018 (Figures 1 and 2) at a small "
                "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};
@@ -189,16 +191,16 @@ int main(int argc, char** argv) {
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());
-    if (*all) {
-      lab::run_convergence(lab, conv_cfg());
+    if (*all) {  // under mpirun only the sweep is spread; rank 0 runs the others meanwhile
+      if (lab::is_report_rank()) lab::run_convergence(lab, conv_cfg());
       lab::run_lr_sweep(lab, sweep_cfg());
-      lab::run_noisy_bn(lab, noisy_cfg());
+      if (lab::is_report_rank()) lab::run_noisy_bn(lab, noisy_cfg());
     }
+    if (!lab::is_report_rank()) return 0;  // rank 0 writes the report
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "xgrad-lab: error: {}\n", e.what());
-    return 1;
+    return lab::fail_job(e.what());  // under mpirun: ends every rank (no half-written report)
   }
   return 0;
 }
