@@ -16,6 +16,9 @@
 #include <xgrad/xgrad.h>
 
 #include "cells.h"
+#if XGRAD_LAB_DIST
+#include "ddp.h"
+#endif
 #include "training.h"
 
 namespace {
@@ -132,6 +135,12 @@ int main(int argc, char** argv) {
                                         "report (about 2 minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
 
+#if XGRAD_LAB_DIST
+  CLI::App* ddp = nullptr;  // ddp.cpp: data-parallel BatchNorm (under mpirun)
+  const auto run_ddp = lab::add_ddp_command(app, ddp);
+  add_common(ddp, opts, quick, tiny, full);
+#endif
+
   CLI11_PARSE(app, argc, argv);
 
   opts.mode = tiny ? "tiny" : quick ? "quick" : full ? "full" : "default";
@@ -196,6 +205,9 @@ int main(int argc, char** argv) {
       lab::run_lr_sweep(lab, sweep_cfg());
       if (lab::is_report_rank()) lab::run_noisy_bn(lab, noisy_cfg());
     }
+#if XGRAD_LAB_DIST
+    if (*ddp) run_ddp(lab);
+#endif
     if (!lab::is_report_rank()) return 0;  // rank 0 writes the report
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
