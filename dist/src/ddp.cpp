@@ -60,7 +60,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<nn::Module> mod
 }
 
 Tensor DistributedDataParallel::forward(const Tensor& input) {
-  if (is_training() && options_.broadcast_buffers()) broadcast_buffers();
+  if (options_.broadcast_buffers()) broadcast_buffers();  // every forward, as PyTorch (eval too)
   return module_->forward(input);
 }
 

@@ -24,15 +24,16 @@ struct DistributedDataParallelOptions {
   /// Gradients are averaged in buckets of at most this many MiB (PyTorch's bucket_cap_mb, default 25): one
   /// MPI_Allreduce per bucket. A parameter larger than the cap gets a bucket of its own.
   XG_ARG(double, bucket_cap_mb) = 25.0;
-  /// Broadcast rank 0's buffers (BatchNorm's running statistics) at the start of every training forward
-  /// (PyTorch's broadcast_buffers, default true): per-rank BatchNorm then evaluates with rank 0's statistics.
+  /// Broadcast rank 0's buffers (BatchNorm's running statistics) at the start of every forward, training or
+  /// eval (PyTorch's broadcast_buffers, default true): per-rank BatchNorm then evaluates with rank 0's statistics.
   XG_ARG(bool, broadcast_buffers) = true;
 };
 
 /// Wraps `module` for data-parallel training. PyTorch's semantics:
 ///   * construction checks that every rank built the same parameters and buffers (names, shapes, dtypes;
 ///     a mismatch is an xg::Error on every rank), then broadcasts rank 0's parameters and buffers;
-///   * forward(x) = module->forward(x) (after the buffer broadcast, in training, if broadcast_buffers);
+///   * forward(x) = module->forward(x) (after the buffer broadcast, if broadcast_buffers: every rank must call
+///     it, in eval too — or evaluate through module() on one rank);
 ///   * the gradients are averaged over ranks after backward, in buckets filled in reverse parameter order
 ///     (the order backward produces them). One step makes ceil(parameter bytes / bucket cap) all-reduce calls
 ///     (+1 broadcast per forward with broadcast_buffers): 1 + 1 for every network of xgrad-lab.
