@@ -17,6 +17,7 @@ PACKAGES=(
   zlib1g-dev                 # .gz IDX files
   libzip-dev pkgconf         # .npz archives (checkpoints); CMake finds libzip through pkg-config
   libcli11-dev               # xgrad-lab's command line
+  libopenmpi-dev openmpi-bin # xg::dist (MPI): data parallelism, SyncBatchNorm, sweeps across ranks
   doctest-dev                # tests
   libbenchmark-dev           # bench/
   gnuplot-nox                # the experiments' plots

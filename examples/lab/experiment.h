@@ -61,6 +61,8 @@ class Lab {
   void metric(const std::string& experiment, const std::string& model, const std::string& optimizer,
               const std::string& arm, double lr, std::int64_t seed, std::int64_t step, const std::string& name,
               double value);
+  /// metrics.csv's rows so far (cells.cpp moves a run's rows to replay them in the sweep's order).
+  Table& metrics_table() { return metrics_; }
   /// Draws a figure into the output folder (PNG + SVG + .gp); nullopt if gnuplot failed.
   std::optional<std::string> plot(const Figure& fig) { return draw(fig, out_); }
 

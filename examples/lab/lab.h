@@ -16,6 +16,7 @@
 // to eval mode and restores every module's previous mode.)
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -77,6 +78,8 @@ class Table {
   const std::vector<std::string>& columns() const { return columns_; }
   const std::vector<std::vector<Cell>>& rows() const { return rows_; }
   std::size_t size() const { return rows_.size(); }
+  /// Keeps the first n rows (cells.cpp takes a run's rows out to replay them in the sweep's order).
+  void truncate(std::size_t n) { rows_.resize(std::min(n, rows_.size())); }
   /// Index of a column by name (xg::Error if absent).
   std::size_t column(std::string_view name) const;
 

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
 #include "training.h"
 
 namespace lab {
@@ -95,6 +96,8 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
   progress.set_total_cost(total_cost);
 
   // ---- run every cell: model x optimizer x lr x arm x seed -------------------------------------------------
+  // (spread over the MPI ranks, recorded for restarts: cells.h)
+  CellRunner runner(lab, ex);
   std::vector<Cell> cells;
   for (const auto& model : cfg.models)
     for (const auto& opt : cfg.optimizers)
@@ -117,13 +120,14 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
             spec.train_set = &train;
             spec.eval_set = &eval_set;
             progress.set_unit_cost(cost_of(model));
-            RunResult r = train_run(lab, spec, progress);
+            RunResult r = runner.run(spec, [&] { return train_run(lab, spec, progress); });
             if (r.diverged)
               progress.note(fmt::format("  {} {} lr={} {} seed {}: diverged at step {} ({})", model, opt,
                                         short_number(lr), arm, s, r.diverged_at, r.diverged_why));
             cells.push_back({model, opt, arm, lr, s, std::move(r)});
           }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
 
   // ---- analysis -------------------------------------------------------------------------------------------
   const double chance = 1.0 / static_cast<double>(train.num_classes());

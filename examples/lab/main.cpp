@@ -16,6 +16,10 @@
 #include <xgrad/xgrad.h>
 
 #include "bn_limits.h"
+#include "cells.h"
+#if XGRAD_LAB_DIST
+#include "ddp.h"
+#endif
 #include "training.h"
 
 namespace {
@@ -58,6 +62,7 @@ int main(int argc, char** argv) {
   // A training step frees and reallocates the same large tensors; keep them in the process instead of
   // page-faulting them back in every step (see xgrad/memory.h: 2x on the MLP steps of a 2-vCPU VM).
   xg::keep_freed_memory();
+  lab::ClusterSession cluster(argc, argv);  // MPI when started by mpirun/srun: sweeps spread over ranks (cells.h)
   CLI::App app{"xgrad-lab: what BatchNorm does to learning-rate tolerance and convergence, on Fashion-MNIST.\n"
                "Reproduces Ioffe & Szegedy 2015 (Figure 1) and Santurkar et al. 2018 (Figures 1 and 2) at a small "
                "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};
@@ -134,6 +139,12 @@ int main(int argc, char** argv) {
                                         "inference and regularisation into one report (a few minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
 
+#if XGRAD_LAB_DIST
+  CLI::App* ddp = nullptr;  // ddp.cpp: data-parallel BatchNorm (under mpirun)
+  const auto run_ddp = lab::add_ddp_command(app, ddp);
+  add_common(ddp, opts, quick, tiny, full);
+#endif
+
   CLI11_PARSE(app, argc, argv);
 
   opts.mode = tiny ? "tiny" : quick ? "quick" : full ? "full" : "default";
@@ -193,17 +204,20 @@ int main(int argc, char** argv) {
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());
-    if (*all) {
-      lab::run_convergence(lab, conv_cfg());
+    if (*all) {  // under mpirun only the sweep is spread; rank 0 runs the others meanwhile
+      if (lab::is_report_rank()) lab::run_convergence(lab, conv_cfg());
       lab::run_lr_sweep(lab, sweep_cfg());
-      lab::run_noisy_bn(lab, noisy_cfg());
+      if (lab::is_report_rank()) lab::run_noisy_bn(lab, noisy_cfg());
     }
-    lab::run_limits(lab, limits, bool(*all));
+    if (lab::is_report_rank()) lab::run_limits(lab, limits, bool(*all));
+#if XGRAD_LAB_DIST
+    if (*ddp) run_ddp(lab);
+#endif
+    if (!lab::is_report_rank()) return 0;  // rank 0 writes the report
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
   } catch (const std::exception& e) {
-    fmt::print(stderr, "xgrad-lab: error: {}\n", e.what());
-    return 1;
+    return lab::fail_job(e.what());  // under mpirun: ends every rank (no half-written report)
   }
   return 0;
 }

@@ -193,7 +193,9 @@ Tensor BatchNormBase::forward(const Tensor& input) {
   const Tensor rv = track && (update || !batch_stats) ? running_var : Tensor();
 
   Tensor y;
-  switch (impl()) {
+  if (batch_stats && stats_fn_) {
+    y = stats_fn_(input, rm, rv, weight, bias, factor, options_.eps());
+  } else switch (impl()) {
     case BatchNormImpl::Composed:
       y = functional::batch_norm(input, rm, rv, weight, bias, batch_stats, factor, options_.eps());
       break;
@@ -208,6 +210,11 @@ Tensor BatchNormBase::forward(const Tensor& input) {
   return apply_forward_hooks(input, y);
 }
 
+void BatchNormBase::set_batch_statistics_fn(BatchStatisticsFn fn, std::string tag) {
+  stats_fn_ = std::move(fn);
+  stats_tag_ = stats_fn_ ? std::move(tag) : std::string();
+}
+
 void BatchNormBase::pretty_print(std::ostream& os) const {
   os << name() << "(" << options_.num_features() << ", eps=" << options_.eps() << ", momentum=";
   if (options_.momentum())
@@ -215,7 +222,9 @@ void BatchNormBase::pretty_print(std::ostream& os) const {
   else
     os << "None";
   os << ", affine=" << (options_.affine() ? "true" : "false")
-     << ", track_running_stats=" << (options_.track_running_stats() ? "true" : "false") << ")";
+     << ", track_running_stats=" << (options_.track_running_stats() ? "true" : "false");
+  if (!stats_tag_.empty()) os << ", " << stats_tag_;
+  os << ")";
 }
 
 void BatchNorm1d::check_input_dim(const Tensor& input) const {

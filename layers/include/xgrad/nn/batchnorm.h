@@ -21,7 +21,9 @@
 // has only one value in training.
 #pragma once
 
+#include <functional>
 #include <optional>
+#include <string>
 
 #include "xgrad/nn/module.h"
 #include "xgrad/nn/options.h"
@@ -81,6 +83,16 @@ class BatchNormBase : public Module {
   void set_update_running_stats(bool on) { update_running_stats_ = on; }
   bool updates_running_stats() const { return update_running_stats_; }
 
+  /// How a training forward with batch statistics normalises instead of impl()'s functional: called as
+  /// fn(input, running_mean, running_var, weight, bias, exponential_average_factor, eps) with the buffers
+  /// undefined when they are not to be updated. xg::dist::convert_sync_batchnorm installs the synchronised one
+  /// (the layer below cannot see MPI); an empty fn restores the default. `tag` is shown by pretty_print.
+  using BatchStatisticsFn = std::function<Tensor(const Tensor& input, const Tensor& running_mean,
+                                                 const Tensor& running_var, const Tensor& weight, const Tensor& bias,
+                                                 double exponential_average_factor, double eps)>;
+  void set_batch_statistics_fn(BatchStatisticsFn fn, std::string tag = "");
+  const std::string& batch_statistics_tag() const { return stats_tag_; }
+
   const BatchNormOptions& options() const { return options_; }
   /// The implementation the next forward will use (options().impl() or the global default).
   BatchNormImpl impl() const;
@@ -102,6 +114,8 @@ class BatchNormBase : public Module {
   BatchNormOptions options_;
   bool frozen_ = false;
   bool update_running_stats_ = true;
+  BatchStatisticsFn stats_fn_;
+  std::string stats_tag_;
 };
 
 /// BatchNorm over [N, C] (features) or [N, C, L] (sequences): statistics over N (and L).
