@@ -49,6 +49,9 @@ class Lab {
   /// Seeds per arm: --seeds if given, else `fallback` (the experiment's choice for the mode).
   std::size_t seeds(std::size_t fallback) const { return opts_.seeds > 0 ? opts_.seeds : fallback; }
   bool tiny() const { return opts_.mode == "tiny"; }
+  /// The seed of run `seed_index` of an arm: --seed + seed_index. It is what metrics.csv's `seed` column and
+  /// the report show; every stream of that run (init, shuffle, noise) is derived from it with seed_for.
+  std::uint64_t run_seed(std::size_t seed_index) const { return opts_.seed + seed_index; }
   const fs::path& out() const { return out_; }
   /// The BatchNorm implementation actually used ("fused" or "composed").
   const std::string& bn_impl() const { return bn_impl_used_; }

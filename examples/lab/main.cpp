@@ -16,6 +16,7 @@
 #include <xgrad/xgrad.h>
 
 #include "training.h"
+#include "why_bn_cli.h"
 
 namespace {
 
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
   auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
                                         "report (about 2 minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
+  const lab::WhyBnCli why_bn(app, [&](CLI::App* sub) { add_common(sub, opts, quick, tiny, full); });
 
   CLI11_PARSE(app, argc, argv);
 
@@ -193,7 +195,9 @@ int main(int argc, char** argv) {
       lab::run_convergence(lab, conv_cfg());
       lab::run_lr_sweep(lab, sweep_cfg());
       lab::run_noisy_bn(lab, noisy_cfg());
+      lab::WhyBnCli::run_all(lab);
     }
+    why_bn.run_selected(lab);
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
   } catch (const std::exception& e) {

@@ -52,6 +52,9 @@ struct NetSpec {
   std::vector<std::size_t> hidden{100, 100, 100};  // MLP widths
   std::string activation = "relu";                 // "relu" or "sigmoid"
   bool batchnorm = false;
+  /// With batchnorm: p > 0 puts xg::nn::LpNorm1d/2d with this p (1, 2 or infinity) where BatchNorm would go
+  /// (Santurkar et al. §3.3); 0 = BatchNorm.
+  double lp_norm = 0;
   bool noise = false;
   NoiseOptions noise_options;
   /// Weight init: nullopt = PyTorch's default (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases);

@@ -21,7 +21,7 @@ struct RunSpec {
   std::string experiment, model, optimizer = "sgd", arm;  // the metrics.csv labels
   NetSpec net;
   double lr = 0.1;
-  std::size_t seed_index = 0;   // seeds init / shuffling / noise via seed_for(--seed, purpose, seed_index)
+  std::size_t seed_index = 0;   // the run's seed is lab.run_seed(seed_index) = --seed + seed_index (init, shuffle, noise)
   std::size_t steps = 1000;
   std::size_t batch_size = 128;
   std::size_t log_every = 50;   // mean training loss and accuracy over the last log_every steps
@@ -31,6 +31,9 @@ struct RunSpec {
   /// A run whose mean training loss exceeds this in three consecutive log windows is stopped as diverged
   /// ("loss blow-up"); a NaN/Inf loss stops it at once.
   double blowup_loss = 23.0;  // = 10·ln(10), ten times the loss of a uniform guess over 10 classes
+  /// Called before each training step (from 1) with the batch that step trains on, e.g. for probes that need
+  /// the step's own batch (why_bn.h: landscape, ICS).
+  std::function<void(Net& net, const xg::data::Batch& batch, std::size_t step)> before_step;
 };
 
 struct RunResult {
