@@ -115,6 +115,9 @@ int main(int argc, char** argv) {
   noisy_model.add(noisy, "--model", "Network: mlp or cnn");
   noisy_model.option->check(CLI::IsMember({"mlp", "cnn"}));
   noisy_depth.add(noisy, "--depth", "Hidden layers of the MLP (100 units each)");
+  Override<std::string> noisy_init;
+  noisy_init.add(noisy, "--init", "Weight init: kaiming (He-normal, default) or pytorch (PyTorch's default)");
+  noisy_init.option->check(CLI::IsMember({"kaiming", "pytorch"}));
   noisy_steps.add(noisy, "--steps", "Training steps");
   noisy_batch.add(noisy, "--batch", "Batch size (the paper: 128)");
   noisy_lr.add(noisy, "--lr", "SGD learning rate (the paper: 0.1)");
@@ -171,6 +174,7 @@ int main(int argc, char** argv) {
       auto c = lab::noisy_bn_config(lab);
       noisy_model.apply(c.model);
       noisy_depth.apply(c.depth);
+      noisy_init.apply(c.init);
       noisy_steps.apply(c.steps);
       noisy_batch.apply(c.batch_size);
       noisy_lr.apply(c.lr);

@@ -63,6 +63,9 @@ void init_layer(Layer& layer, const NetSpec& spec, xg::Generator& gen) {
   if (spec.init_std) {
     nn::init::normal_(layer.weight, 0.0, *spec.init_std, &gen);
     if (layer.bias.defined()) nn::init::zeros_(layer.bias);
+  } else if (spec.kaiming) {
+    nn::init::kaiming_normal_(layer.weight, 0.0, nn::init::FanMode::FanIn, nn::init::Nonlinearity::ReLU, &gen);
+    if (layer.bias.defined()) nn::init::zeros_(layer.bias);
   } else {
     layer.reset_parameters(&gen);
   }

@@ -92,6 +92,7 @@ struct ConvergenceConfig {
   std::size_t train_samples = 0;   // 0 = the whole training set
   std::size_t probe_samples = 1000;
   std::size_t unit = 0;            // which unit of the last hidden layer is traced
+  std::size_t seeds = 2;           // runs per arm (accuracy bands; the percentiles are the first seed's)
 };
 ConvergenceConfig convergence_config(const Lab& lab);
 void run_convergence(Lab& lab, const ConvergenceConfig& cfg);
@@ -110,6 +111,10 @@ struct NoisyBnConfig {
   std::size_t snapshots = 5;       // activation histograms at this many points in training
   std::size_t unit = 0;
   NoiseOptions noise;
+  /// "kaiming" (He-normal N(0, 2/fan_in), zero biases: the 8-layer standard ReLU net trains, as the paper's
+  /// standard VGG does) or "pytorch" (PyTorch's default U(±1/√fan_in): at depth 8 the standard net barely trains).
+  std::string init = "kaiming";
+  std::size_t seeds = 2;
 };
 NoisyBnConfig noisy_bn_config(const Lab& lab);
 void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg);
