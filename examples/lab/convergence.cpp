@@ -58,6 +58,7 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const xg::data::Dataset probe = lab.test_set().head(cfg.probe_samples);  // fixed images for the percentiles
   const std::vector<std::string> arms{"plain", "bn"};
   const std::size_t probe_every = std::max<std::size_t>(1, cfg.steps / 100);

@@ -59,6 +59,9 @@ class Lab {
   /// The training and test sets from --data, loaded on first use.
   const xg::data::Dataset& train_set();
   const xg::data::Dataset& test_set();
+  /// An experiment trained on `train` images and evaluated on `test` (its subsets of the above): summary.json's
+  /// config states the largest subsets any experiment used (with --quick these are smaller than the files).
+  void used_samples(std::size_t train, std::size_t test);
 
   /// One row of metrics.csv.
   void metric(const std::string& experiment, const std::string& model, const std::string& optimizer,
@@ -85,6 +88,7 @@ class Lab {
   std::string bn_impl_used_, bn_impl_note_;
   std::optional<xg::data::Dataset> train_, test_;
   double load_seconds_ = 0;
+  std::size_t used_train_ = 0, used_test_ = 0;
   Table metrics_;
   Json summary_ = Json::object();
   std::vector<std::pair<std::string, Report>> sections_;

@@ -42,6 +42,7 @@ void run_lp_norm(Lab& lab, const LpNormConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   struct Arm {
     std::string key, title, color;
     bool norm;

@@ -74,6 +74,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const xg::data::Dataset probe = train.head(cfg.probe_samples);
   const std::vector<Arm> arms{{"standard", "Standard", "'#d62728'", false, false},
                               {"bn", "Standard + BatchNorm", "'#1f77b4'", true, false},

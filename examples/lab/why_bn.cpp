@@ -189,6 +189,7 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const std::vector<std::string> arms{"standard", "bn"};
   auto steps_of = [&](const std::string& m) { return m == "cnn" ? cfg.cnn_steps : cfg.mlp_steps; };
   auto lr_of = [&](const std::string& m) { return m == "cnn" ? cfg.cnn_lr : cfg.mlp_lr; };
@@ -424,6 +425,7 @@ void run_ics(Lab& lab, const IcsConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const std::vector<std::string> arms{"standard", "bn"};
   const std::vector<std::size_t> at = probe_steps(cfg.steps, cfg.probes);
   const std::size_t L = 4;  // weight layers of the MLP 784-100-100-100-10
