@@ -130,8 +130,8 @@ int main(int argc, char** argv) {
   r_sigma.add(noisy, "--r-sigma", "Noise: per-sample scales s ~ N(sigma, r_sigma) (0.1)");
 
   // ---- all -------------------------------------------------------------------------------------------------------
-  auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep and noisy-bn into one "
-                                        "report (about 2 minutes on 2 cores; --quick for CI)");
+  auto* all = app.add_subcommand("all", "Every experiment (convergence, lr-sweep, noisy-bn, landscape, ics, dln, "
+                                        "lp-norm) into one report (a few minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
   const lab::WhyBnCli why_bn(app, [&](CLI::App* sub) { add_common(sub, opts, quick, tiny, full); });
 
