@@ -210,7 +210,8 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
     curves.panels.push_back(p);
   }
   Figure hist{"noisy_bn_histograms",
-              fmt::format("Distribution of unit {} of the last hidden layer's activation input over training", cfg.unit),
+              fmt::format("Distribution of unit {} of the last hidden layer's activation input over training ({}, seed {})",
+                          cfg.unit, fs::path(lab.options().data).filename().string(), lab.run_seed(0)),
               2, 2, 1200, 860, {}};
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& arm_snaps : snaps)
