@@ -106,7 +106,7 @@ bool lab_available() {
 TEST_CASE("xgrad-lab: every subcommand has --help with the common flags") {
   if (!lab_available()) return;
   const auto dir = temp_dir("help");
-  for (const char* sub : {"lr-sweep", "convergence", "noisy-bn", "all"}) {
+  for (const char* sub : {"lr-sweep", "convergence", "noisy-bn", "landscape", "ics", "dln", "lp-norm", "all"}) {
     INFO(sub);
     std::string log;
     CHECK(run_lab(std::string(sub) + " --help", dir, log) == 0);
@@ -144,7 +144,8 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
 
   // ---- files ------------------------------------------------------------------------------------------------
   for (const char* f : {"metrics.csv", "summary.json", "report.md"}) CHECK_MESSAGE(fs::exists(out / f), f);
-  for (const char* fig : {"convergence", "lr_sweep_accuracy", "lr_sweep_loss", "noisy_bn_accuracy", "noisy_bn_histograms"})
+  for (const char* fig : {"convergence", "lr_sweep_accuracy", "lr_sweep_loss", "noisy_bn_accuracy", "noisy_bn_histograms",
+                          "landscape", "ics", "dln", "lp_norm"})
     for (const char* ext : {".png", ".svg", ".gp"}) {
       const fs::path p = out / (std::string(fig) + ext);
       CHECK_MESSAGE(fs::exists(p), p);
@@ -175,6 +176,15 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
   CHECK(per_experiment["lr-sweep"] > 0);
   CHECK(per_experiment["convergence"] > 0);
   CHECK(per_experiment["noisy-bn"] > 0);
+  for (const char* e : {"landscape", "ics", "dln", "lp-norm"}) CHECK_MESSAGE(per_experiment[e] > 0, e);
+  // The seed column holds each run's actual seed: --seed 1 + the seed index (1, and 2 for a second seed).
+  std::map<std::string, std::map<std::string, bool>> seeds_of;  // experiment -> seeds seen
+  for (const auto& r : csv.rows) seeds_of[r[c_ex]][r[c_seed]] = true;
+  for (const auto& [e, seeds] : seeds_of) {
+    INFO(e);
+    CHECK(seeds.count("1") == 1);
+    CHECK(seeds.count("0") == 0);
+  }
   std::size_t bn_values = 0;
   for (const auto& r : csv.rows) {
     const double v = std::strtod(r[c_value].c_str(), nullptr);
@@ -197,17 +207,24 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
   auto final_acc = [&](const std::string& arm) {
     double acc = -1, step = -1;
     for (const auto& r : csv.rows)
-      if (r[c_ex] == "lr-sweep" && r[c_model] == "mlp" && r[c_arm] == arm && r[c_lr] == "3" && r[c_seed] == "0" &&
+      if (r[c_ex] == "lr-sweep" && r[c_model] == "mlp" && r[c_arm] == arm && r[c_lr] == "3" && r[c_seed] == "1" &&
           r[c_metric] == "test_acc" && std::strtod(r[c_step].c_str(), nullptr) > step) {
         step = std::strtod(r[c_step].c_str(), nullptr);
         acc = std::strtod(r[c_value].c_str(), nullptr);
       }
-    return diverged_runs.count("lr-sweep|mlp|" + arm + "|3|0") ? 0.0 : acc;
+    return diverged_runs.count("lr-sweep|mlp|" + arm + "|3|1") ? 0.0 : acc;
   };
   const double plain = final_acc("plain"), bn = final_acc("bn");
   INFO("final test accuracy at lr 3: plain " << plain << ", BN " << bn);
   CHECK(bn > kBnTrains);  // BN trains ...
   CHECK(plain < 0.3);      // ... the plain network does not (diverged or stuck near chance, 0.1)
+
+#ifndef XGRAD_LAB_SANITIZED
+  // noisy-bn's standard arm trains (He init): every seed's final test accuracy well above chance (0.1).
+  for (const auto& r : csv.rows)
+    if (r[c_ex] == "noisy-bn" && r[c_arm] == "standard" && r[c_metric] == "test_acc" && r[c_step] == "400")
+      CHECK_MESSAGE(std::strtod(r[c_value].c_str(), nullptr) > 0.4, "noisy-bn standard, seed " << r[c_seed]);
+#endif
 
   // ---- summary.json and report.md ------------------------------------------------------------------------------
   const std::string js = read_text(out / "summary.json");
@@ -216,10 +233,20 @@ TEST_CASE("xgrad-lab all: files, columns, keys, no NaN in the BN arm, and BN tra
                           "\"noisy-bn\"", "\"largest_lr_that_trains\"", "\"runs\""})
     CHECK_MESSAGE(js.find(key) != std::string::npos, key);
   CHECK(js.find("NaN") == std::string::npos);  // JSON has no NaN: written as null
+  // The subsets actually used in this reduced run, beside the files' sizes.
+  CHECK(js.find("\"train_samples\": 60000,") == std::string::npos);
+  CHECK(js.find("\"train_samples_in_data\": 60000") != std::string::npos);
+  for (const char* key : {"\"landscape\"", "\"ics\"", "\"dln\"", "\"lp-norm\""})
+    CHECK_MESSAGE(js.find(key) != std::string::npos, key);
   const std::string md = read_text(out / "report.md");
   CHECK(md.find("## Verdicts") != std::string::npos);
   CHECK(md.find("with BN it trains up to") != std::string::npos);
-  for (const char* img : {"(convergence.png)", "(lr_sweep_accuracy.png)", "(noisy_bn_histograms.png)"})
+  CHECK(md.find("seed 1 (run k of an arm uses seed 1 + k") != std::string::npos);
+  for (const char* v : {"Landscape (Santurkar Fig. 4), MLP:", "Internal covariate shift (Santurkar Def. 2.1)",
+                        "Deep linear network (", "ℓp normalisation (Santurkar §3.3)"})
+    CHECK_MESSAGE(md.find(v) != std::string::npos, v);
+  for (const char* img : {"(convergence.png)", "(lr_sweep_accuracy.png)", "(noisy_bn_histograms.png)", "(landscape.png)",
+                          "(ics.png)", "(dln.png)", "(lp_norm.png)"})
     CHECK_MESSAGE(md.find(img) != std::string::npos, img);
   fs::remove_all(dir);
 }
@@ -334,3 +361,137 @@ TEST_CASE("xgrad-lab batch-size / inference / regularisation: files, metrics and
   }
   fs::remove_all(dir);
 }
+#ifdef XGRAD_LAB_BUILT
+#include "probes.h"
+#include "why_bn.h"
+
+// L(x) = ½ Σ_k a_k x_k² (A = diag(a)): ∇L = A·x, ∇L(x) − ∇L(x − η·g) = η·A·g with g = A·x, so the ratio of the
+// effective β is ‖A·g‖/‖g‖ — exactly a_k when x lies along axis k (the largest eigenvalue is the true β), and
+// ‖A²x‖/‖Ax‖ in general; L(x − η·g) = ½ Σ a_k (1 − η a_k)² x_k².
+TEST_CASE("probe_landscape: a quadratic whose beta-smoothness is known exactly") {
+  const std::vector<double> a{4.0, 1.0, 0.25};
+  xg::Tensor x = xg::from_vector({0.0, 0.0, 0.0}, {3}, xg::kFloat64, true);
+  const xg::Tensor A = xg::from_vector(a, {3}, xg::kFloat64);
+  const lab::probes::LossFn loss = [&] { return (A * x * x).sum() * 0.5; };
+  const std::vector<double> etas{0.01, 0.1, 0.2};
+  for (int k = 0; k < 3; ++k) {  // along each eigenvector: β = a_k at every η
+    CAPTURE(k);
+    {
+      xg::NoGradGuard g;
+      x.zero_();
+      x.set({k}, 2.0);
+    }
+    const auto r = lab::probes::probe_landscape(loss, {x}, etas);
+    CHECK(r.beta == doctest::Approx(a[static_cast<std::size_t>(k)]).epsilon(1e-12));
+    CHECK(r.grad_norm == doctest::Approx(2.0 * a[static_cast<std::size_t>(k)]));
+    for (std::size_t e = 0; e < etas.size(); ++e) {  // ‖η A g‖ = η a_k · 2 a_k
+      CHECK(r.grad_distances[e] == doctest::Approx(etas[e] * 2.0 * a[static_cast<std::size_t>(k)] * a[static_cast<std::size_t>(k)]));
+      const double f = 1 - etas[e] * a[static_cast<std::size_t>(k)];
+      CHECK(r.losses[e] == doctest::Approx(0.5 * a[static_cast<std::size_t>(k)] * f * f * 4.0));
+    }
+    CHECK(x.at({k}) == 2.0);  // restored exactly
+  }
+  // A general point x = (1, 1, 1): g = a, A·g = a², ratio sqrt(Σa⁴)/sqrt(Σa²) — below the largest eigenvalue.
+  {
+    xg::NoGradGuard g;
+    x.fill_(1.0);
+  }
+  const auto r = lab::probes::probe_landscape(loss, {x}, etas);
+  const double want = std::sqrt(256.0 + 1.0 + 1.0 / 256.0) / std::sqrt(16.0 + 1.0 + 1.0 / 16.0);
+  CHECK(r.beta == doctest::Approx(want).epsilon(1e-12));
+  CHECK(r.beta < 4.0);
+  CHECK(r.loss == doctest::Approx(0.5 * (4.0 + 1.0 + 0.25)));
+  CHECK(r.loss_min <= r.loss);
+  CHECK_FALSE(x.grad().defined());  // the probe never touches .grad()
+  CHECK_THROWS_AS(lab::probes::probe_landscape(loss, {x}, {-1.0}), xg::Error);
+}
+
+// Two scalar layers f(x) = w2·w1·x, L = ½(f − y)²: G1 = r·w2·x, G2 = r·w1·x with r = w2·w1·x − y. After
+// layer 1's SGD step w1' = w1 − lr·G1, G2' = (w2·w1'·x − y)·w1'·x. (Layer 1 has no preceding layer: G1' = G1.)
+TEST_CASE("probe_ics: a two-layer linear net whose G and G' are written by hand") {
+  const double w1v = 0.5, w2v = -1.5, xv = 2.0, yv = 1.0, lr = 0.1;
+  xg::Tensor w1 = xg::from_vector({w1v}, {1, 1}, xg::kFloat64, true);
+  xg::Tensor w2 = xg::from_vector({w2v}, {1, 1}, xg::kFloat64, true);
+  const xg::Tensor x = xg::from_vector({xv}, {1, 1}, xg::kFloat64);
+  const xg::Tensor y = xg::from_vector({yv}, {1, 1}, xg::kFloat64);
+  const lab::probes::LossFn loss = [&] {
+    const xg::Tensor d = x.matmul(w1).matmul(w2) - y;
+    return (d * d).sum() * 0.5;
+  };
+  const double r = w2v * w1v * xv - yv;          // −2.5
+  const double G1 = r * w2v * xv, G2 = r * w1v * xv;  // 7.5, −2.5
+  const double w1n = w1v - lr * G1;              // −0.25
+  const double G2p = (w2v * w1n * xv - yv) * w1n * xv;  // (0.75 − 1)·(−0.5) = 0.125
+  const auto ics = lab::probes::probe_ics(loss, {{w1, {w1}}, {w2, {w2}}}, lr);
+  REQUIRE(ics.distance.size() == 2);
+  CHECK(ics.distance[0] == 0.0);
+  CHECK(ics.cosine[0] == 1.0);
+  CHECK(ics.grad_norm[0] == doctest::Approx(std::abs(G1)));
+  CHECK(ics.grad_norm[1] == doctest::Approx(std::abs(G2)));
+  CHECK(ics.distance[1] == doctest::Approx(std::abs(G2 - G2p)));  // 2.625
+  CHECK(ics.cosine[1] == doctest::Approx(-1.0));                  // opposite signs: cos = −1
+  CHECK(w1.at({0, 0}) == w1v);  // restored
+  CHECK(w2.at({0, 0}) == w2v);
+  CHECK_FALSE(w1.grad().defined());
+  CHECK_FALSE(w2.grad().defined());
+
+  // Three layers, vectors: only the layers BEFORE the measured one move. W3's G' must use W1' and W2' (both
+  // updated); checked against the same gradients computed directly with autograd at the moved point.
+  xg::Generator gen(3);
+  xg::Tensor a = xg::randn({2, 3}, xg::kFloat64, &gen).requires_grad_();
+  xg::Tensor b = xg::randn({3, 3}, xg::kFloat64, &gen).requires_grad_();
+  xg::Tensor c = xg::randn({3, 1}, xg::kFloat64, &gen).requires_grad_();
+  const xg::Tensor X = xg::randn({4, 2}, xg::kFloat64, &gen);
+  const lab::probes::LossFn l3 = [&] { return X.matmul(a).matmul(b).matmul(c).pow(2.0).sum(); };
+  const auto G = lab::probes::gradient(l3, {a, b, c});
+  const auto got = lab::probes::probe_ics(l3, {{a, {a}}, {b, {b}}, {c, {c}}}, lr);
+  xg::Tensor a2 = (a - G[0] * lr).detach().requires_grad_(), b2 = (b - G[1] * lr).detach().requires_grad_();
+  const lab::probes::LossFn moved_b = [&] { return X.matmul(a2).matmul(b).matmul(c).pow(2.0).sum(); };
+  const lab::probes::LossFn moved_c = [&] { return X.matmul(a2).matmul(b2).matmul(c).pow(2.0).sum(); };
+  const auto Gb = lab::probes::gradient(moved_b, {b})[0], Gc = lab::probes::gradient(moved_c, {c})[0];
+  CHECK(got.distance[1] == doctest::Approx(lab::probes::distance({G[1]}, {Gb})).epsilon(1e-12));
+  CHECK(got.distance[2] == doctest::Approx(lab::probes::distance({G[2]}, {Gc})).epsilon(1e-12));
+}
+
+TEST_CASE("seed-robust verdicts on synthetic metrics") {
+  using lab::compare_smaller;
+  // BN's values below the standard network's for every seed at 3 of 4 points, overlapping at one.
+  const std::vector<std::vector<double>> bn{{1, 2}, {1, 1.5}, {2, 3}, {5, 6}};
+  const std::vector<std::vector<double>> st{{10, 12}, {4, 6}, {3.5, 9}, {5.5, 7}};
+  const auto c = compare_smaller(bn, st);
+  CHECK(c.points == 4);
+  CHECK(c.separated == 3);
+  CHECK(c.reversed == 0);
+  CHECK(c.holds());
+  // median of mean(st)/mean(bn): 11/1.5, 5/1.25, 6.25/2.5, 6.25/5.5 → sorted middle two: 2.5 and 4 → 3.25
+  CHECK(c.median_ratio == doctest::Approx(3.25));
+  const std::string v = lab::smaller_verdict("beta", "BN", "standard", c, "steps");
+  CHECK(v.find("3.25x smaller") != std::string::npos);
+  CHECK(v.find("3 of 4 steps") != std::string::npos);
+  // One seed of BN spanning the standard network's range: not separated anywhere → no verdict either way.
+  const std::vector<std::vector<double>> wide{{0.5, 20}, {0.5, 20}, {0.5, 20}};
+  const auto w = compare_smaller(wide, {{5, 6}, {5, 6}, {5, 6}});
+  CHECK_FALSE(w.holds());
+  CHECK_FALSE(w.reverse_holds());
+  CHECK(lab::smaller_verdict("beta", "BN", "standard", w, "steps").find("NOT consistently") != std::string::npos);
+  // The reverse: every seed larger.
+  const auto r = compare_smaller({{9, 10}, {9, 10}}, {{1, 2}, {1, 2}});
+  CHECK(r.reverse_holds());
+  CHECK(lab::smaller_verdict("beta", "BN", "standard", r, "steps").find("LARGER") != std::string::npos);
+  // NaN seeds are skipped; a point with none is not counted.
+  const auto n = compare_smaller({{NAN, 1}, {NAN, NAN}}, {{2, 3}, {2, 3}});
+  CHECK(n.points == 1);
+  CHECK(n.separated == 1);
+  // spread / band
+  const auto s = lab::spread({3, NAN, 1, 2});
+  CHECK(s.n == 3);
+  CHECK(s.mean == 2.0);
+  CHECK(s.min == 1.0);
+  CHECK(s.max == 3.0);
+  const auto b = lab::band({0, 1, 2}, {{1, 2, 3}, {3, 4}});  // cut to the shorter run
+  CHECK(b.x.size() == 2);
+  CHECK(b.mean[1] == 3.0);
+  CHECK(b.min[1] == 2.0);
+  CHECK(b.max[1] == 4.0);
+}
+#endif

@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "training.h"
+#include "why_bn.h"
 
 namespace lab {
 
@@ -29,7 +29,12 @@ ConvergenceConfig convergence_config(const Lab& lab) {
     c.eval_samples = 2000;
     c.train_samples = 20000;
     c.probe_samples = 500;
+  } else if (lab.full()) {
+    c.steps = 50000;  // the paper's budget
+    c.seeds = 3;
   }
+  if (lab.tiny()) c.seeds = 1;
+  c.seeds = lab.seeds(c.seeds);
   return c;
 }
 
@@ -53,79 +58,106 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const xg::data::Dataset probe = lab.test_set().head(cfg.probe_samples);  // fixed images for the percentiles
   const std::vector<std::string> arms{"plain", "bn"};
   const std::size_t probe_every = std::max<std::size_t>(1, cfg.steps / 100);
 
-  Progress progress("convergence", cfg.steps * arms.size());
-  std::vector<RunResult> results;
-  std::vector<Trace> traces;
-  for (const auto& arm : arms) {
-    RunSpec spec;
-    spec.experiment = ex;
-    spec.model = "mlp-sigmoid";
-    spec.arm = arm;
-    spec.net.kind = "mlp";
-    spec.net.activation = "sigmoid";
-    spec.net.batchnorm = arm == "bn";
-    spec.net.init_std = cfg.init_std;
-    spec.lr = cfg.lr;
-    spec.steps = cfg.steps;
-    spec.batch_size = cfg.batch_size;
-    spec.log_every = std::max<std::size_t>(1, cfg.steps / 100);
-    spec.eval_every = std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1));
-    spec.train_set = &train;
-    spec.eval_set = &eval_set;
+  if (lab.full())
+    fmt::print(stderr, "convergence --full: {} steps (about {} at ~2,000 steps/s)\n", cfg.steps * arms.size() * cfg.seeds,
+               format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 2000.0));
+  Progress progress("convergence", cfg.steps * arms.size() * cfg.seeds);
+  std::vector<std::vector<RunResult>> results(arms.size());  // arm -> seed
+  std::vector<Trace> traces;                                 // arm -> the first seed's percentiles
+  for (std::size_t k = 0; k < arms.size(); ++k) {
+    const std::string& arm = arms[k];
+    traces.emplace_back();
+    for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {
+      RunSpec spec;
+      spec.experiment = ex;
+      spec.model = "mlp-sigmoid";
+      spec.arm = arm;
+      spec.net.kind = "mlp";
+      spec.net.activation = "sigmoid";
+      spec.net.batchnorm = arm == "bn";
+      spec.net.init_std = cfg.init_std;
+      spec.lr = cfg.lr;
+      spec.seed_index = seed;
+      spec.steps = cfg.steps;
+      spec.batch_size = cfg.batch_size;
+      spec.log_every = std::max<std::size_t>(1, cfg.steps / 100);
+      spec.eval_every = std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1));
+      spec.train_set = &train;
+      spec.eval_set = &eval_set;
 
-    // Every probe_every steps: the 15/50/85th percentiles of the traced unit's sigmoid input over the probe
-    // images, read by a forward hook on the module feeding the last sigmoid. The probe runs the network as
-    // training does (BN normalises with the statistics of the probe batch) but changes nothing: no graph,
-    // and BN's running statistics are not updated.
-    Trace trace;
-    auto probe_hook = [&](Net& net, std::size_t step) {
-      if (step % probe_every != 0) return;
-      xg::Tensor captured;
-      auto handle = net.last_preactivation->register_forward_hook(
-          [&](xg::nn::Module&, const xg::Tensor&, const xg::Tensor& out) { captured = out; });
-      {
-        xg::nn::NoStatsUpdateGuard keep_running_stats;
-        xg::NoGradGuard no_grad;
-        net.model->forward(probe.images);
-      }
-      handle.remove();
-      const auto p = percentiles(unit_values(captured, cfg.unit), {15, 50, 85});
-      trace.steps.push_back(static_cast<double>(step));
-      trace.p15.push_back(p[0]);
-      trace.p50.push_back(p[1]);
-      trace.p85.push_back(p[2]);
-      for (int k = 0; k < 3; ++k)
-        lab.metric(ex, spec.model, spec.optimizer, arm, spec.lr, 0, static_cast<std::int64_t>(step),
-                   k == 0 ? "p15" : k == 1 ? "p50" : "p85", p[static_cast<std::size_t>(k)]);
-    };
-    results.push_back(train_run(lab, spec, progress, probe_hook));
-    traces.push_back(std::move(trace));
+      // Every probe_every steps: the 15/50/85th percentiles of the traced unit's sigmoid input over the probe
+      // images, read by a forward hook on the module feeding the last sigmoid. The probe runs the network as
+      // training does (BN normalises with the statistics of the probe batch) but changes nothing: no graph,
+      // and BN's running statistics are not updated.
+      Trace& trace = traces.back();
+      const auto run_seed = static_cast<std::int64_t>(lab.run_seed(seed));
+      auto probe_hook = [&](Net& net, std::size_t step) {
+        if (step % probe_every != 0) return;
+        xg::Tensor captured;
+        auto handle = net.last_preactivation->register_forward_hook(
+            [&](xg::nn::Module&, const xg::Tensor&, const xg::Tensor& out) { captured = out; });
+        {
+          xg::nn::NoStatsUpdateGuard keep_running_stats;
+          xg::NoGradGuard no_grad;
+          net.model->forward(probe.images);
+        }
+        handle.remove();
+        const auto p = percentiles(unit_values(captured, cfg.unit), {15, 50, 85});
+        if (seed == 0) {
+          trace.steps.push_back(static_cast<double>(step));
+          trace.p15.push_back(p[0]);
+          trace.p50.push_back(p[1]);
+          trace.p85.push_back(p[2]);
+        }
+        for (int q = 0; q < 3; ++q)
+          lab.metric(ex, spec.model, spec.optimizer, arm, spec.lr, run_seed, static_cast<std::int64_t>(step),
+                     q == 0 ? "p15" : q == 1 ? "p50" : "p85", p[static_cast<std::size_t>(q)]);
+      };
+      results[k].push_back(train_run(lab, spec, progress, probe_hook));
+    }
   }
   progress.finish();
-  const RunResult& plain = results[0];
-  const RunResult& bn = results[1];
+  auto finals = [&](std::size_t k) {
+    std::vector<double> v;
+    for (const auto& r : results[k]) v.push_back(r.diverged ? std::nan("") : r.final_accuracy);
+    return v;
+  };
+  const Spread fp = spread(finals(0)), fb = spread(finals(1));
+  auto pm = [](const Spread& s) { return fmt::format("{} ({}–{})", percent(s.mean), percent(s.min), percent(s.max)); };
 
   // ---- verdict ----------------------------------------------------------------------------------------------
   std::string verdict;
-  if (plain.diverged || bn.diverged) {
-    verdict = fmt::format("Convergence (Ioffe & Szegedy Fig. 1): {} diverged at lr {}; see the section below.",
-                          plain.diverged ? "the plain network" : "the BN network", short_number(cfg.lr));
+  bool any_diverged = false;
+  for (const auto& arm_runs : results)
+    for (const auto& r : arm_runs) any_diverged = any_diverged || r.diverged;
+  if (any_diverged) {
+    verdict = fmt::format("Convergence (Ioffe & Szegedy Fig. 1): a run diverged at lr {}; see the section below.",
+                          short_number(cfg.lr));
   } else {
-    const double target = plain.final_accuracy;
-    const double sp = first_reaching(plain, target), sb = first_reaching(bn, target);
+    // When does each BN seed reach the plain network's mean final accuracy, and each plain seed?
+    const double target = fp.mean;
+    std::vector<double> sb, sp;
+    for (const auto& r : results[1]) sb.push_back(first_reaching(r, target));
+    for (const auto& r : results[0]) sp.push_back(first_reaching(r, target));
+    const Spread rb = spread(sb), rp = spread(sp);
     verdict = fmt::format(
-        "Convergence (Ioffe & Szegedy Fig. 1): after {} steps the test accuracy is {} with BN and {} without",
-        cfg.steps, percent(bn.final_accuracy), percent(plain.final_accuracy));
-    if (!std::isnan(sb) && sb < sp)
-      verdict += fmt::format("; BN reached the plain network's final accuracy after {} steps ({:.1f}x fewer)",
-                             static_cast<long>(sb), sp / std::max(sb, 1.0));
-    else if (std::isnan(sb) || sb >= sp)
-      verdict += "; BN did NOT reach the plain network's final accuracy sooner";
-    verdict += ".";
+        "Convergence (Ioffe & Szegedy Fig. 1): after {} steps the test accuracy is {} with BN and {} without "
+        "(mean, min–max over {} seed(s))",
+        cfg.steps, pm(fb), pm(fp), cfg.seeds);
+    const bool all_bn_reach = rb.n == sb.size();
+    if (all_bn_reach && (rp.n < sp.size() || rb.max < rp.min))
+      verdict += fmt::format("; every BN seed reached the plain network's mean final accuracy by step {} (every "
+                             "plain seed only at step {} or later: {:.1f}x fewer steps)",
+                             static_cast<long>(rb.max), static_cast<long>(rp.n ? rp.min : cfg.steps),
+                             (rp.n ? rp.min : static_cast<double>(cfg.steps)) / std::max(rb.max, 1.0));
+    else
+      verdict += "; BN did NOT reach the plain network's final accuracy sooner on every seed";
+    verdict += fb.min > fp.max ? "; every BN seed ends above every plain seed." : "; the seeds' final accuracies overlap.";
   }
   // Distribution drift of the traced sigmoid input after the first 10% of training.
   auto drift = [&](const Trace& t, const std::vector<double>& v) {
@@ -148,15 +180,24 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
   lab.verdict(verdict + " " + stability);
 
   // ---- figure: (a) accuracy, (b) plain percentiles, (c) BN percentiles ------------------------------------
-  Figure fig{"convergence", "Ioffe & Szegedy Figure 1 on Fashion-MNIST: MLP 784-100-100-100-10 sigmoid, batch 60",
+  Figure fig{"convergence",
+             fmt::format("Ioffe & Szegedy Figure 1 on {}: MLP 784-100-100-100-10 sigmoid, batch 60 (accuracy: mean and "
+                         "min–max over {} seed(s); percentiles: seed {})",
+                         fs::path(lab.options().data).filename().string(), cfg.seeds, lab.run_seed(0)),
              1, 3, 1500, 460, {}};
   Panel a;
   a.title = "(a) test accuracy";
+  a.yrange = std::pair{0.0, 1.0};
   a.xlabel = "training step";
   a.ylabel = "test accuracy";
   a.key = "bottom right";
-  a.series.push_back({"without BN", plain.eval_steps, plain.eval_accuracy, {}, "lines", "lw 2 lc rgb '#d62728'"});
-  a.series.push_back({"with BN", bn.eval_steps, bn.eval_accuracy, {}, "lines", "lw 2 lc rgb '#1f77b4'"});
+  for (std::size_t k = 0; k < arms.size(); ++k) {
+    std::vector<std::vector<double>> ys;
+    for (const auto& r : results[k]) ys.push_back(r.eval_accuracy);
+    for (auto& ser : band_series(band(results[k][0].eval_steps, ys), k == 0 ? "without BN" : "with BN",
+                                 k == 0 ? "'#d62728'" : "'#1f77b4'"))
+      a.series.push_back(ser);
+  }
   fig.panels.push_back(a);
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& t : traces)
@@ -186,10 +227,15 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
       "batch {}, {} steps (the paper: 50,000 on binarised MNIST), with and without BatchNorm (BN on Wu, bias "
       "dropped). Test accuracy on {} test images every {} steps; the percentiles are those of unit {} of the last "
       "hidden layer's sigmoid input over {} fixed test images, every {} steps, computed as in training (for the "
-      "BN arm that is γ·x̂+β with the probe batch's statistics) without updating anything.",
+      "BN arm that is γ·x̂+β with the probe batch's statistics) without updating anything. Data {}, {} training "
+      "images; seeds {} (accuracy: mean line, min–max band; percentiles: the first seed).",
       short_number(cfg.init_std), short_number(cfg.lr), cfg.batch_size, cfg.steps, eval_set.size(),
       std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1)), cfg.unit, probe.size(),
-      probe_every));
+      probe_every, lab.options().data, train.size(), [&] {
+        std::string s;
+        for (std::size_t k = 0; k < cfg.seeds; ++k) s += (s.empty() ? "" : ", ") + std::to_string(lab.run_seed(k));
+        return s;
+      }()));
   rep.para("**" + verdict + "** " + stability);
   rep.image("test accuracy and sigmoid-input percentiles", lab.plot(fig));
   rep.para("What the paper shows: (a) the BN network trains faster and reaches higher accuracy; (b) without BN "
@@ -206,13 +252,16 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
   conf["eval_samples"] = eval_set.size();
   conf["probe_samples"] = probe.size();
   conf["unit"] = cfg.unit;
+  conf["seeds"] = cfg.seeds;
   for (std::size_t k = 0; k < 2; ++k) {
     Json& j = sec["arms"][arms[k]];
-    j["final_test_accuracy"] = results[k].final_accuracy;
-    j["best_test_accuracy"] = results[k].best_accuracy;
-    j["diverged"] = results[k].diverged;
-    j["median_drift_after_10pct"] = k == 0 ? dp : db;
-    j["seconds"] = results[k].seconds;
+    for (const auto& r : results[k]) {
+      j["final_test_accuracy"].push_back(r.final_accuracy);
+      j["best_test_accuracy"].push_back(r.best_accuracy);
+      j["diverged"].push_back(r.diverged);
+      j["seconds"].push_back(r.seconds);
+    }
+    j["median_drift_after_10pct"] = k == 0 ? dp : db;  // the first seed's
   }
   sec["verdict"] = verdict;
 }

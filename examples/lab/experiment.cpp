@@ -1,6 +1,7 @@
 // experiment.cpp — lab::Lab, the run context of xgrad-lab (see experiment.h).
 #include "experiment.h"
 
+#include <algorithm>
 #include <ctime>
 
 #include <fmt/format.h>
@@ -77,6 +78,11 @@ const xg::data::Dataset& Lab::test_set() {
   return *test_;
 }
 
+void Lab::used_samples(std::size_t train, std::size_t test) {
+  used_train_ = std::max(used_train_, train);
+  used_test_ = std::max(used_test_, test);
+}
+
 void Lab::metric(const std::string& experiment, const std::string& model, const std::string& optimizer,
                  const std::string& arm, double lr, std::int64_t seed, std::int64_t step, const std::string& name,
                  double value) {
@@ -115,8 +121,15 @@ fs::path Lab::finish() {
   if (!bn_impl_note_.empty()) cfg["bn_impl_note"] = bn_impl_note_;
   cfg["threads"] = opts_.threads;
   cfg["data"] = opts_.data;
-  if (train_) cfg["train_samples"] = train_->size();
-  if (test_) cfg["test_samples"] = test_->size();
+  // The subsets the experiments actually used (the largest), and the files' sizes.
+  if (train_) {
+    cfg["train_samples"] = used_train_ ? used_train_ : train_->size();
+    cfg["train_samples_in_data"] = train_->size();
+  }
+  if (test_) {
+    cfg["test_samples"] = used_test_ ? used_test_ : test_->size();
+    cfg["test_samples_in_data"] = test_->size();
+  }
   summary["versions"] = versions();
   Json& timing = summary["timings"];
   timing["total_seconds"] = total;
@@ -134,9 +147,14 @@ fs::path Lab::finish() {
   std::time_t now = std::time(nullptr);
   char date[64];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
-  r.para(fmt::format("Run on {} with `{}` — mode **{}**, seed {}, {} thread(s), BatchNorm implementation **{}**, "
-                     "data `{}`. Took {} in total.",
-                     date, opts_.command_line, opts_.mode, opts_.seed, opts_.threads, bn_impl_used_, opts_.data,
+  r.para(fmt::format("Run on {} with `{}` — mode **{}**, seed {} (run k of an arm uses seed {} + k: that is the "
+                     "`seed` column of metrics.csv), {} thread(s), BatchNorm implementation **{}**, data `{}`{}. "
+                     "Took {} in total.",
+                     date, opts_.command_line, opts_.mode, opts_.seed, opts_.seed, opts_.threads, bn_impl_used_,
+                     opts_.data,
+                     train_ && used_train_ && used_train_ < train_->size()
+                         ? fmt::format(" (at most {} of its {} training images used)", used_train_, train_->size())
+                         : std::string(),
                      format_duration(total)));
   if (!bn_impl_note_.empty()) r.para("Note: " + bn_impl_note_ + ".");
   if (quick())

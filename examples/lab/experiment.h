@@ -49,6 +49,9 @@ class Lab {
   /// Seeds per arm: --seeds if given, else `fallback` (the experiment's choice for the mode).
   std::size_t seeds(std::size_t fallback) const { return opts_.seeds > 0 ? opts_.seeds : fallback; }
   bool tiny() const { return opts_.mode == "tiny"; }
+  /// The seed of run `seed_index` of an arm: --seed + seed_index. It is what metrics.csv's `seed` column and
+  /// the report show; every stream of that run (init, shuffle, noise) is derived from it with seed_for.
+  std::uint64_t run_seed(std::size_t seed_index) const { return opts_.seed + seed_index; }
   const fs::path& out() const { return out_; }
   /// The BatchNorm implementation actually used ("fused" or "composed").
   const std::string& bn_impl() const { return bn_impl_used_; }
@@ -56,6 +59,9 @@ class Lab {
   /// The training and test sets from --data, loaded on first use.
   const xg::data::Dataset& train_set();
   const xg::data::Dataset& test_set();
+  /// An experiment trained on `train` images and evaluated on `test` (its subsets of the above): summary.json's
+  /// config states the largest subsets any experiment used (with --quick these are smaller than the files).
+  void used_samples(std::size_t train, std::size_t test);
 
   /// One row of metrics.csv.
   void metric(const std::string& experiment, const std::string& model, const std::string& optimizer,
@@ -84,6 +90,7 @@ class Lab {
   std::string bn_impl_used_, bn_impl_note_;
   std::optional<xg::data::Dataset> train_, test_;
   double load_seconds_ = 0;
+  std::size_t used_train_ = 0, used_test_ = 0;
   Table metrics_;
   Json summary_ = Json::object();
   std::vector<std::pair<std::string, Report>> sections_;

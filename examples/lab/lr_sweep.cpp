@@ -41,8 +41,15 @@ LrSweepConfig lr_sweep_config(const Lab& lab) {
     c.train_samples = 10000;
     c.eval_samples = 1000;
     c.evals = 2;
+  } else if (lab.full()) {  // Santurkar et al. train VGG 15,000 steps; here longer runs and 3 seeds everywhere
+    c.seeds = 3;
+    c.cnn_seeds = 3;
+    c.mlp_steps = 5000;
+    c.cnn_steps = 2000;
+    c.eval_samples = 0;
   }
   c.seeds = lab.seeds(c.seeds);
+  if (lab.options().seeds > 0) c.cnn_seeds = lab.seeds(c.cnn_seeds);
   return c;
 }
 
@@ -74,6 +81,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const std::vector<std::string> arms{"plain", "bn"};
   auto lrs_of = [&](const std::string& model, const std::string& opt) {
     return opt == "adam" ? cfg.adam_lrs : model == "cnn" ? cfg.cnn_lrs : cfg.sgd_lrs;
@@ -92,6 +100,9 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
       total += n;
       total_cost += static_cast<double>(n) * cost_of(m);
     }
+  if (lab.full())
+    fmt::print(stderr, "lr-sweep --full: {} steps (about {} at ~1,400 MLP / ~35 CNN steps per second)\n", total,
+               format_duration(total_cost / 1400.0));
   Progress progress("lr-sweep", total);
   progress.set_total_cost(total_cost);
 
@@ -123,7 +134,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
             RunResult r = runner.run(spec, [&] { return train_run(lab, spec, progress); });
             if (r.diverged)
               progress.note(fmt::format("  {} {} lr={} {} seed {}: diverged at step {} ({})", model, opt,
-                                        short_number(lr), arm, s, r.diverged_at, r.diverged_why));
+                                        short_number(lr), arm, lab.run_seed(s), r.diverged_at, r.diverged_why));
             cells.push_back({model, opt, arm, lr, s, std::move(r)});
           }
   progress.finish();
@@ -181,7 +192,9 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
       cfg.train_fraction));
 
   std::vector<std::vector<std::string>> verdict_rows;
-  Figure acc_fig{"lr_sweep_accuracy", "Final test accuracy against learning rate", 1, 1, 900, 520, {}};
+  Figure acc_fig{"lr_sweep_accuracy",
+                 fmt::format("Final test accuracy against learning rate on {}", fs::path(lab.options().data).filename().string()),
+                 1, 1, 900, 520, {}};
   for (const auto& model : cfg.models)
     for (const auto& opt : cfg.optimizers) {
       const auto lrs = lrs_of(model, opt);
@@ -210,6 +223,8 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
         Series mean{arm_title(arm), {}, {}, {}, "linespoints",
                     arm == "bn" ? "lw 2 pt 7 lc rgb '#1f77b4'" : "lw 2 pt 5 lc rgb '#d62728'"};
         Series seeds_pts{"", {}, {}, {}, "points", arm == "bn" ? "pt 6 lc rgb '#1f77b4'" : "pt 4 lc rgb '#d62728'"};
+        Series range{"", {}, {}, {}, "band",
+                     std::string("fs transparent solid 0.2 noborder lc rgb ") + (arm == "bn" ? "'#1f77b4'" : "'#d62728'")};
         Series div{arm_title(arm) + ": diverged", {}, {}, {}, "points",
                    arm == "bn" ? "pt 2 ps 1.6 lc rgb '#1f77b4'" : "pt 2 ps 1.6 lc rgb '#d62728'"};
         double largest = std::nan(""), smallest = std::nan(""), best_mean = 0;
@@ -217,10 +232,12 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
         for (double lr : lrs) {
           const auto cs = cells_of(model, opt, arm, lr);
           std::size_t trains = 0, diverged = 0;
-          double sum = 0;
+          double sum = 0, lo = INFINITY, hi = -INFINITY;
           for (const Cell* c : cs) {
             const double sc = score(c->result);
             sum += sc;
+            lo = std::min(lo, sc);
+            hi = std::max(hi, sc);
             diverged += c->result.diverged;
             trains += !c->result.diverged && sc >= t.threshold;
             if (!c->result.diverged) {
@@ -241,6 +258,9 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
           } else {
             mean.x.push_back(lr);
             mean.y.push_back(m);
+            range.x.push_back(lr);
+            range.y.push_back(lo);
+            range.y2.push_back(hi);
           }
           Json cell = Json::object();
           cell["lr"] = lr;
@@ -250,7 +270,10 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
           cell["trains"] = ok;
           arm_json["by_lr"].push_back(cell);
         }
-        if (seeds_of(model) > 1) panel.series.push_back(seeds_pts);
+        if (seeds_of(model) > 1) {
+          panel.series.push_back(range);
+          panel.series.push_back(seeds_pts);
+        }
         panel.series.push_back(mean);
         if (!div.x.empty()) panel.series.push_back(div);
         t.largest[arm] = largest;
@@ -290,11 +313,14 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
   rep.h3("Largest learning rate that still trains");
   rep.table({"network", "optimizer", "without BN", "with BN", "best acc. without", "best acc. with"}, verdict_rows);
   rep.image("accuracy against learning rate", lab.plot(acc_fig));
-  rep.para("Lines: mean final test accuracy over seeds (open markers: single seeds); crosses at the bottom: "
+  rep.para("Lines: mean final test accuracy over seeds, shaded: min–max over seeds (open markers: single seeds); crosses at the bottom: "
            "learning rates at which most seeds diverged; dotted line: the \"trains\" threshold.");
 
   // ---- loss curves: one panel per (model, arm), one curve per learning rate (seed 0) -------------------------
-  Figure loss_fig{"lr_sweep_loss", "Training loss per learning rate (seed 0, first optimizer)", 0, 2, 1200, 0, {}};
+  Figure loss_fig{"lr_sweep_loss",
+                  fmt::format("Training loss per learning rate on {} (seed {}, first optimizer)",
+                              fs::path(lab.options().data).filename().string(), lab.run_seed(0)),
+                  0, 2, 1200, 0, {}};
   const std::string opt0 = cfg.optimizers.front();
   for (const auto& model : cfg.models)
     for (const auto& arm : arms) {
@@ -345,7 +371,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
     j["optimizer"] = c.optimizer;
     j["arm"] = c.arm;
     j["lr"] = c.lr;
-    j["seed"] = c.seed;
+    j["seed"] = lab.run_seed(c.seed);
     j["status"] = c.result.diverged ? "diverged"
                   : score(c.result) >= tol[c.model + "/" + c.optimizer].threshold ? "trains"
                                                                                   : "stalled";

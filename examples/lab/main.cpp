@@ -21,6 +21,7 @@
 #include "ddp.h"
 #endif
 #include "training.h"
+#include "why_bn_cli.h"
 
 namespace {
 
@@ -120,6 +121,9 @@ int main(int argc, char** argv) {
   noisy_model.add(noisy, "--model", "Network: mlp or cnn");
   noisy_model.option->check(CLI::IsMember({"mlp", "cnn"}));
   noisy_depth.add(noisy, "--depth", "Hidden layers of the MLP (100 units each)");
+  Override<std::string> noisy_init;
+  noisy_init.add(noisy, "--init", "Weight init: kaiming (He-normal, default) or pytorch (PyTorch's default)");
+  noisy_init.option->check(CLI::IsMember({"kaiming", "pytorch"}));
   noisy_steps.add(noisy, "--steps", "Training steps");
   noisy_batch.add(noisy, "--batch", "Batch size (the paper: 128)");
   noisy_lr.add(noisy, "--lr", "SGD learning rate (the paper: 0.1)");
@@ -135,9 +139,11 @@ int main(int argc, char** argv) {
   lab::LimitsCommands* limits = lab::add_limits_subcommands(app, [&](CLI::App* a) { add_common(a, opts, quick, tiny, full); });
 
   // ---- all -------------------------------------------------------------------------------------------------------
-  auto* all = app.add_subcommand("all", "The README's comparison: convergence, lr-sweep, noisy-bn, batch-size, "
-                                        "inference and regularisation into one report (a few minutes on 2 cores; --quick for CI)");
+  auto* all = app.add_subcommand("all", "Every experiment (convergence, lr-sweep, noisy-bn, landscape, ics, dln, "
+                                        "lp-norm, batch-size, inference, regularisation) into one report (a few "
+                                        "minutes on 2 cores; --quick for CI)");
   add_common(all, opts, quick, tiny, full);
+  const lab::WhyBnCli why_bn(app, [&](CLI::App* sub) { add_common(sub, opts, quick, tiny, full); });
 
 #if XGRAD_LAB_DIST
   CLI::App* ddp = nullptr;  // ddp.cpp: data-parallel BatchNorm (under mpirun)
@@ -184,6 +190,7 @@ int main(int argc, char** argv) {
       auto c = lab::noisy_bn_config(lab);
       noisy_model.apply(c.model);
       noisy_depth.apply(c.depth);
+      noisy_init.apply(c.init);
       noisy_steps.apply(c.steps);
       noisy_batch.apply(c.batch_size);
       noisy_lr.apply(c.lr);
@@ -207,9 +214,15 @@ int main(int argc, char** argv) {
     if (*all) {  // under mpirun only the sweep is spread; rank 0 runs the others meanwhile
       if (lab::is_report_rank()) lab::run_convergence(lab, conv_cfg());
       lab::run_lr_sweep(lab, sweep_cfg());
-      if (lab::is_report_rank()) lab::run_noisy_bn(lab, noisy_cfg());
+      if (lab::is_report_rank()) {
+        lab::run_noisy_bn(lab, noisy_cfg());
+        lab::WhyBnCli::run_all(lab);
+      }
     }
-    if (lab::is_report_rank()) lab::run_limits(lab, limits, bool(*all));
+    if (lab::is_report_rank()) {
+      why_bn.run_selected(lab);
+      lab::run_limits(lab, limits, bool(*all));
+    }
 #if XGRAD_LAB_DIST
     if (*ddp) run_ddp(lab);
 #endif

@@ -63,6 +63,9 @@ void init_layer(Layer& layer, const NetSpec& spec, xg::Generator& gen) {
   if (spec.init_std) {
     nn::init::normal_(layer.weight, 0.0, *spec.init_std, &gen);
     if (layer.bias.defined()) nn::init::zeros_(layer.bias);
+  } else if (spec.kaiming) {
+    nn::init::kaiming_normal_(layer.weight, 0.0, nn::init::FanMode::FanIn, nn::init::Nonlinearity::ReLU, &gen);
+    if (layer.bias.defined()) nn::init::zeros_(layer.bias);
   } else {
     layer.reset_parameters(&gen);
   }
@@ -81,7 +84,12 @@ Net make_net(const NetSpec& spec, const xg::Shape& input_shape, std::size_t clas
 
   // After a Linear/Conv with `width` outputs: [BN] -> [noise] -> activation.
   auto block_tail = [&](std::size_t width, bool image) {
-    if (spec.batchnorm) {
+    if (spec.batchnorm && spec.lp_norm > 0) {
+      std::shared_ptr<nn::Module> lp;
+      if (image) lp = std::make_shared<nn::LpNorm2d>(nn::LpNormOptions(width).p(spec.lp_norm));
+      else lp = std::make_shared<nn::LpNorm1d>(nn::LpNormOptions(width).p(spec.lp_norm));
+      seq.push_back(lp);
+    } else if (spec.batchnorm) {
       std::shared_ptr<nn::BatchNormBase> bn;
       if (image) bn = std::make_shared<nn::BatchNorm2d>(nn::BatchNormOptions(width));
       else bn = std::make_shared<nn::BatchNorm1d>(nn::BatchNormOptions(width));
@@ -151,7 +159,9 @@ std::string describe(const NetSpec& spec) {
     s = "CNN 8-8-16-16";
   }
   s += spec.activation == "sigmoid" ? " sigmoid" : " ReLU";
-  if (spec.batchnorm) s += " + BN";
+  if (spec.batchnorm && spec.lp_norm > 0)
+    s += std::isinf(spec.lp_norm) ? " + l-inf norm" : fmt::format(" + l{} norm", spec.lp_norm);
+  else if (spec.batchnorm) s += " + BN";
   if (spec.noise) s += " + noise";
   return s;
 }

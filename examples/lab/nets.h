@@ -52,11 +52,17 @@ struct NetSpec {
   std::vector<std::size_t> hidden{100, 100, 100};  // MLP widths
   std::string activation = "relu";                 // "relu" or "sigmoid"
   bool batchnorm = false;
+  /// With batchnorm: p > 0 puts xg::nn::LpNorm1d/2d with this p (1, 2 or infinity) where BatchNorm would go
+  /// (Santurkar et al. §3.3); 0 = BatchNorm.
+  double lp_norm = 0;
   bool noise = false;
   NoiseOptions noise_options;
   /// Weight init: nullopt = PyTorch's default (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases);
   /// a value s = N(0, s^2) weights and zero biases (Ioffe & Szegedy's "small random Gaussian values").
   std::optional<double> init_std;
+  /// true (and no init_std): He/Kaiming-normal weights N(0, 2/fan_in) and zero biases — the initialisation made
+  /// for ReLU nets, under which a deep un-normalised MLP keeps its signal's scale (noisy-bn uses it).
+  bool kaiming = false;
 };
 
 /// A built network and handles into it.

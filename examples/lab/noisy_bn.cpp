@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "training.h"
+#include "why_bn.h"
 
 namespace lab {
 
@@ -33,7 +33,13 @@ NoisyBnConfig noisy_bn_config(const Lab& lab) {
     c.train_samples = 20000;
     c.probe_samples = 500;
     c.snapshots = 4;
+  } else if (lab.full()) {
+    c.seeds = 3;
+    c.steps = 15000;  // the paper's VGG budget
+    c.evals = 30;
   }
+  if (lab.tiny()) c.seeds = 1;
+  c.seeds = lab.seeds(c.seeds);
   return c;
 }
 
@@ -68,6 +74,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   xg::data::Dataset train_store, eval_store;
   const auto& train = first_samples(lab.train_set(), cfg.train_samples, train_store);
   const auto& eval_set = first_samples(lab.test_set(), cfg.eval_samples, eval_store);
+  lab.used_samples(train.size(), eval_set.size());
   const xg::data::Dataset probe = train.head(cfg.probe_samples);
   const std::vector<Arm> arms{{"standard", "Standard", "'#d62728'", false, false},
                               {"bn", "Standard + BatchNorm", "'#1f77b4'", true, false},
@@ -78,66 +85,85 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   for (std::size_t k = 0; k < cfg.snapshots; ++k)
     snap_steps.push_back(std::max<std::size_t>(1, (k + 1) * cfg.steps / cfg.snapshots));
 
-  Progress progress("noisy-bn", cfg.steps * arms.size());
-  std::vector<RunResult> results;
-  std::vector<std::vector<std::vector<double>>> snaps(arms.size());  // arm -> snapshot -> values
-  for (std::size_t a = 0; a < arms.size(); ++a) {
-    const Arm& arm = arms[a];
-    RunSpec spec;
-    spec.experiment = ex;
-    spec.model = cfg.model;
-    spec.arm = arm.key;
-    spec.net.kind = cfg.model;
-    spec.net.hidden.assign(cfg.depth, 100);
-    spec.net.batchnorm = arm.bn;
-    spec.net.noise = arm.noise;
-    spec.net.noise_options = cfg.noise;
-    spec.lr = cfg.lr;
-    spec.steps = cfg.steps;
-    spec.batch_size = cfg.batch_size;
-    spec.log_every = std::max<std::size_t>(1, cfg.steps / 50);
-    spec.eval_every = std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1));
-    spec.train_set = &train;
-    spec.eval_set = &eval_set;
-    // At the snapshot steps: the traced unit's activation input (after BN and noise, as the next layer sees it
-    // in training) over fixed training images — in training mode, so BN uses batch statistics and the noise
-    // is applied, but without updating BN's running statistics and without a graph.
-    auto hook = [&](Net& net, std::size_t step) {
-      if (std::find(snap_steps.begin(), snap_steps.end(), step) == snap_steps.end()) return;
-      xg::Tensor captured;
-      auto handle = net.last_preactivation->register_forward_hook(
-          [&](xg::nn::Module&, const xg::Tensor&, const xg::Tensor& out) { captured = out; });
-      {
-        xg::nn::NoStatsUpdateGuard keep_running_stats;
-        xg::NoGradGuard no_grad;
-        net.model->forward(probe.images);
-      }
-      handle.remove();
-      snaps[a].push_back(unit_values(captured, cfg.unit));
-    };
-    RunResult r = train_run(lab, spec, progress, hook);
-    if (r.diverged)
-      progress.note(fmt::format("  {}: diverged at step {} ({})", arm.title, r.diverged_at, r.diverged_why));
-    results.push_back(std::move(r));
-  }
+  if (lab.full())
+    fmt::print(stderr, "noisy-bn --full: {} steps (about {} at ~400 steps/s)\n", cfg.steps * arms.size() * cfg.seeds,
+               format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 400.0));
+  Progress progress("noisy-bn", cfg.steps * arms.size() * cfg.seeds);
+  std::vector<std::vector<RunResult>> results(arms.size());          // arm -> seed
+  std::vector<std::vector<std::vector<double>>> snaps(arms.size());  // arm -> snapshot -> values (first seed)
+  for (std::size_t a = 0; a < arms.size(); ++a)
+    for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {
+      const Arm& arm = arms[a];
+      RunSpec spec;
+      spec.experiment = ex;
+      spec.model = cfg.model;
+      spec.arm = arm.key;
+      spec.net.kind = cfg.model;
+      spec.net.hidden.assign(cfg.depth, 100);
+      spec.net.batchnorm = arm.bn;
+      spec.net.noise = arm.noise;
+      spec.net.noise_options = cfg.noise;
+      spec.net.kaiming = cfg.init == "kaiming";
+      spec.lr = cfg.lr;
+      spec.seed_index = seed;
+      spec.steps = cfg.steps;
+      spec.batch_size = cfg.batch_size;
+      spec.log_every = std::max<std::size_t>(1, cfg.steps / 50);
+      spec.eval_every = std::max<std::size_t>(1, cfg.steps / std::max<std::size_t>(cfg.evals, 1));
+      spec.train_set = &train;
+      spec.eval_set = &eval_set;
+      // At the snapshot steps (first seed): the traced unit's activation input (after BN and noise, as the next
+      // layer sees it in training) over fixed training images — in training mode, so BN uses batch statistics
+      // and the noise is applied, but without updating BN's running statistics and without a graph.
+      auto hook = [&](Net& net, std::size_t step) {
+        if (seed != 0 || std::find(snap_steps.begin(), snap_steps.end(), step) == snap_steps.end()) return;
+        xg::Tensor captured;
+        auto handle = net.last_preactivation->register_forward_hook(
+            [&](xg::nn::Module&, const xg::Tensor&, const xg::Tensor& out) { captured = out; });
+        {
+          xg::nn::NoStatsUpdateGuard keep_running_stats;
+          xg::NoGradGuard no_grad;
+          net.model->forward(probe.images);
+        }
+        handle.remove();
+        snaps[a].push_back(unit_values(captured, cfg.unit));
+      };
+      RunResult r = train_run(lab, spec, progress, hook);
+      if (r.diverged)
+        progress.note(fmt::format("  {} seed {}: diverged at step {} ({})", arm.title, lab.run_seed(seed),
+                                  r.diverged_at, r.diverged_why));
+      results[a].push_back(std::move(r));
+    }
   progress.finish();
 
-  auto final_acc = [&](std::size_t a) { return results[a].diverged ? 0.0 : results[a].final_accuracy; };
-  const double std_acc = final_acc(0), bn_acc = final_acc(1), nbn_acc = final_acc(2), snoise_acc = final_acc(3);
+  // Final accuracy per arm over seeds (a diverged run counts as 0).
+  auto finals = [&](std::size_t a) {
+    std::vector<double> v;
+    for (const auto& r : results[a]) v.push_back(r.diverged ? 0.0 : r.final_accuracy);
+    return v;
+  };
+  const Spread sd = spread(finals(0)), sb = spread(finals(1)), sn = spread(finals(2)), ss = spread(finals(3));
   const double chance = 1.0 / static_cast<double>(train.num_classes());
+  auto pm = [](const Spread& s) { return fmt::format("{} ({}–{})", percent(s.mean), percent(s.min), percent(s.max)); };
   std::string verdict = fmt::format(
-      "Noisy BatchNorm (Santurkar et al. Fig. 2): final test accuracy — standard {}, BN {}, BN + noise {}, "
-      "standard + noise {}.",
-      percent(std_acc), percent(bn_acc), percent(nbn_acc), percent(snoise_acc));
-  const double gap = bn_acc - nbn_acc;
+      "Noisy BatchNorm (Santurkar et al. Fig. 2): final test accuracy, mean (min–max over {} seed(s)) — standard {}, "
+      "BN {}, BN + noise {}, standard + noise {}.",
+      cfg.seeds, pm(sd), pm(sb), pm(sn), pm(ss));
+  // Does the baseline train? Every seed at least halfway from chance to BN's mean.
+  const bool std_trains = sd.min >= chance + 0.5 * (sb.mean - chance);
+  verdict += std_trains ? " The standard network trains (every seed)."
+                        : " The standard network does NOT train on every seed, so the comparison is weak.";
+  const double gap = sb.mean - sn.mean;
   verdict += gap <= 0.03 ? fmt::format(" Noisy BN nearly matches BN ({:+.1f} points)", -100 * gap)
                          : fmt::format(" Noisy BN falls {:.1f} points short of BN", 100 * gap);
-  if (results[3].diverged || snoise_acc < chance + 0.25 * (std_acc - chance))
-    verdict += "; the same noise stops the standard network from training";
-  else if (snoise_acc < std_acc - 0.03)
-    verdict += fmt::format("; the same noise costs the standard network {:.1f} points", 100 * (std_acc - snoise_acc));
+  if (ss.max < chance + 0.25 * (sd.mean - chance))
+    verdict += "; the same noise stops the standard network from training (every seed)";
+  else if (ss.max < sd.min)
+    verdict += fmt::format("; the same noise costs the standard network {:.1f} points (every seed below every "
+                           "noise-free seed)",
+                           100 * (sd.mean - ss.mean));
   else
-    verdict += "; the same noise does NOT hurt the standard network here";
+    verdict += "; the same noise does NOT consistently hurt the standard network here";
   verdict += ".";
   // How unstable is the traced unit's distribution across snapshots? (std of its mean over time)
   auto instability = [&](std::size_t a) {
@@ -159,7 +185,10 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   lab.verdict(verdict + " " + stability);
 
   // ---- figures ----------------------------------------------------------------------------------------------
-  Figure curves{"noisy_bn_accuracy", "Santurkar et al. Figure 2 on Fashion-MNIST: accuracy", 1, 2, 1300, 480, {}};
+  Figure curves{"noisy_bn_accuracy",
+                fmt::format("Santurkar et al. Figure 2 on {}: accuracy (mean and min–max over {} seed(s))",
+                            fs::path(lab.options().data).filename().string(), cfg.seeds),
+                1, 2, 1300, 480, {}};
   for (int which = 0; which < 2; ++which) {
     Panel p;
     p.title = which == 0 ? "training accuracy (mean over the last steps)" : "test accuracy";
@@ -168,15 +197,21 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
     p.yrange = std::pair{0.0, 1.0};
     p.key = "bottom right";
     for (std::size_t a = 0; a < arms.size(); ++a) {
-      const auto& r = results[a];
-      p.series.push_back({arms[a].title + (r.diverged ? " (diverged)" : ""), which == 0 ? r.log_steps : r.eval_steps,
-                          which == 0 ? r.train_accuracy : r.eval_accuracy, {}, "lines",
-                          "lw 2 lc rgb " + arms[a].color});
+      std::vector<std::vector<double>> ys;
+      bool diverged = false;
+      for (const auto& r : results[a]) {
+        ys.push_back(which == 0 ? r.train_accuracy : r.eval_accuracy);
+        diverged = diverged || r.diverged;
+      }
+      const auto& x = which == 0 ? results[a][0].log_steps : results[a][0].eval_steps;
+      for (auto& ser : band_series(band(x, ys), arms[a].title + (diverged ? " (a seed diverged)" : ""), arms[a].color))
+        p.series.push_back(ser);
     }
     curves.panels.push_back(p);
   }
   Figure hist{"noisy_bn_histograms",
-              fmt::format("Distribution of unit {} of the last hidden layer's activation input over training", cfg.unit),
+              fmt::format("Distribution of unit {} of the last hidden layer's activation input over training ({}, seed {})",
+                          cfg.unit, fs::path(lab.options().data).filename().string(), lab.run_seed(0)),
               2, 2, 1200, 860, {}};
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& arm_snaps : snaps)
@@ -208,26 +243,37 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   rep.para(fmt::format(
       "Santurkar et al.'s Figure 2 with {}: standard, + BatchNorm, + BatchNorm followed by time-varying noise, "
       "and standard + the same noise (Algorithm 1: per step and unit μ ~ U(−{}, {}), σ ~ U(1, {}); per sample "
-      "m ~ U(μ − {}, μ + {}), s ~ N(σ, {}); a ← s·a + m, in training only). Plain SGD lr {}, batch {}, {} steps, "
-      "{} training images, test accuracy on {} test images. The paper: VGG on CIFAR-10, lr 0.1, batch 128.",
+      "m ~ U(μ − {}, μ + {}), s ~ N(σ, {}); a ← s·a + m, in training only). {} initialisation, plain SGD lr {}, "
+      "batch {}, {} steps, seeds {}, {} training images of {}, test accuracy on {} test images; curves: mean and "
+      "min–max over the seeds. The paper: VGG on CIFAR-10, lr 0.1, batch 128.",
       cfg.model == "cnn" ? std::string("the small CNN")
                          : fmt::format("an MLP with {} hidden layers of 100 ReLU units", cfg.depth), short_number(cfg.noise.n_mu),
       short_number(cfg.noise.n_mu), short_number(cfg.noise.n_sigma), short_number(cfg.noise.r_mu),
-      short_number(cfg.noise.r_mu), short_number(cfg.noise.r_sigma), short_number(cfg.lr), cfg.batch_size,
-      cfg.steps, train.size(), eval_set.size()));
+      short_number(cfg.noise.r_mu), short_number(cfg.noise.r_sigma),
+      cfg.init == "kaiming" ? "He (Kaiming-normal, N(0, 2/fan_in))" : "PyTorch's default", short_number(cfg.lr),
+      cfg.batch_size, cfg.steps,
+      [&] {
+        std::string s;
+        for (std::size_t k = 0; k < cfg.seeds; ++k) s += (s.empty() ? "" : ", ") + std::to_string(lab.run_seed(k));
+        return s;
+      }(),
+      train.size(), lab.options().data, eval_set.size()));
   rep.para("**" + verdict + "** " + stability);
   rep.image("accuracy of the four networks", lab.plot(curves));
   rep.image("activation histograms", lab.plot(hist));
   rep.para(fmt::format(
       "Histograms: the input of the last hidden layer's activation (unit {}) over {} fixed training images at {} "
-      "points in training, computed in training mode (batch statistics, noise on) without updating BN's "
+      "points in training (seed {}), computed in training mode (batch statistics, noise on) without updating BN's "
       "running statistics. The paper's point: with noisy BN these distributions keep moving, yet the network "
       "trains about as well as with BN.",
-      cfg.unit, probe.size(), cfg.snapshots));
+      cfg.unit, probe.size(), cfg.snapshots, lab.run_seed(0)));
 
   Json& sec = lab.section(ex);
   Json& conf = sec["config"];
   conf["model"] = cfg.model;
+  conf["depth"] = cfg.depth;
+  conf["init"] = cfg.init;
+  conf["seeds"] = cfg.seeds;
   conf["steps"] = cfg.steps;
   conf["batch_size"] = cfg.batch_size;
   conf["lr"] = cfg.lr;
@@ -239,10 +285,12 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   conf["eval_samples"] = eval_set.size();
   for (std::size_t a = 0; a < arms.size(); ++a) {
     Json& j = sec["arms"][arms[a].key];
-    j["final_test_accuracy"] = results[a].final_accuracy;
-    j["best_test_accuracy"] = results[a].best_accuracy;
-    j["diverged"] = results[a].diverged;
-    j["seconds"] = results[a].seconds;
+    for (const auto& r : results[a]) {
+      j["final_test_accuracy"].push_back(r.final_accuracy);
+      j["best_test_accuracy"].push_back(r.best_accuracy);
+      j["diverged"].push_back(r.diverged);
+      j["seconds"].push_back(r.seconds);
+    }
   }
   sec["verdict"] = verdict;
 }

@@ -24,20 +24,20 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
   if (!spec.train_set || !spec.eval_set) xg::fail("train_run: train_set and eval_set must be set");
   Timer timer;
   RunResult res;
-  const std::uint64_t seed = lab.options().seed;
+  const std::uint64_t seed = lab.run_seed(spec.seed_index);  // --seed + seed_index
   const auto& train = *spec.train_set;
   const auto& eval_set = *spec.eval_set;
 
   // The same seed_index gives the same initial weights and the same batches to every arm.
-  Net net = make_net(spec.net, train.images.shape(), train.num_classes(), seed_for(seed, "init", spec.seed_index),
-                     seed_for(seed, "noise", spec.seed_index));
+  Net net = make_net(spec.net, train.images.shape(), train.num_classes(), seed_for(seed, "init"),
+                     seed_for(seed, "noise"));
   auto opt = make_optimizer(spec.optimizer, net.model->parameters(), spec.lr);
   xg::data::DataLoader loader(
-      train, xg::data::DataLoaderOptions(spec.batch_size).drop_last(true).seed(seed_for(seed, "shuffle", spec.seed_index)));
+      train, xg::data::DataLoaderOptions(spec.batch_size).drop_last(true).seed(seed_for(seed, "shuffle")));
 
   auto record = [&](std::size_t step, const std::string& name, double value) {
     lab.metric(spec.experiment, spec.model, spec.optimizer, spec.arm, spec.lr,
-               static_cast<std::int64_t>(spec.seed_index), static_cast<std::int64_t>(step), name, value);
+               static_cast<std::int64_t>(seed), static_cast<std::int64_t>(step), name, value);
   };
   auto run_eval = [&](std::size_t step) {
     const Evaluation e = evaluate(*net.model, eval_set);
@@ -53,12 +53,13 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
   if (hook) hook(net, 0);
   run_eval(0);
   const std::string status = fmt::format("{} {} lr={} {} seed {}", spec.model, spec.optimizer,
-                                         short_number(spec.lr), spec.arm, spec.seed_index);
+                                         short_number(spec.lr), spec.arm, seed);
   double window_loss = 0, window_correct = 0, window_seen = 0;  // since the last log line
   std::size_t window_steps = 0;
   std::size_t windows_above = 0;  // consecutive log windows whose mean loss exceeded blowup_loss
   for (std::size_t step = 1; step <= spec.steps; ++step) {
     const xg::data::Batch batch = loader.next();
+    if (spec.before_step) spec.before_step(net, batch, step);
     const StepResult r = train_step(net, *opt, batch);
     const double loss = r.loss;
     if (!std::isfinite(loss)) {

@@ -21,7 +21,7 @@ struct RunSpec {
   std::string experiment, model, optimizer = "sgd", arm;  // the metrics.csv labels
   NetSpec net;
   double lr = 0.1;
-  std::size_t seed_index = 0;   // seeds init / shuffling / noise via seed_for(--seed, purpose, seed_index)
+  std::size_t seed_index = 0;   // the run's seed is lab.run_seed(seed_index) = --seed + seed_index (init, shuffle, noise)
   std::size_t steps = 1000;
   std::size_t batch_size = 128;
   std::size_t log_every = 50;   // mean training loss and accuracy over the last log_every steps
@@ -31,6 +31,9 @@ struct RunSpec {
   /// A run whose mean training loss exceeds this in three consecutive log windows is stopped as diverged
   /// ("loss blow-up"); a NaN/Inf loss stops it at once.
   double blowup_loss = 23.0;  // = 10·ln(10), ten times the loss of a uniform guess over 10 classes
+  /// Called before each training step (from 1) with the batch that step trains on, e.g. for probes that need
+  /// the step's own batch (why_bn.h: landscape, ICS).
+  std::function<void(Net& net, const xg::data::Batch& batch, std::size_t step)> before_step;
 };
 
 struct RunResult {
@@ -89,6 +92,7 @@ struct ConvergenceConfig {
   std::size_t train_samples = 0;   // 0 = the whole training set
   std::size_t probe_samples = 1000;
   std::size_t unit = 0;            // which unit of the last hidden layer is traced
+  std::size_t seeds = 2;           // runs per arm (accuracy bands; the percentiles are the first seed's)
 };
 ConvergenceConfig convergence_config(const Lab& lab);
 void run_convergence(Lab& lab, const ConvergenceConfig& cfg);
@@ -107,6 +111,10 @@ struct NoisyBnConfig {
   std::size_t snapshots = 5;       // activation histograms at this many points in training
   std::size_t unit = 0;
   NoiseOptions noise;
+  /// "kaiming" (He-normal N(0, 2/fan_in), zero biases: the 8-layer standard ReLU net trains, as the paper's
+  /// standard VGG does) or "pytorch" (PyTorch's default U(±1/√fan_in): at depth 8 the standard net barely trains).
+  std::string init = "kaiming";
+  std::size_t seeds = 2;
 };
 NoisyBnConfig noisy_bn_config(const Lab& lab);
 void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg);

@@ -10,6 +10,7 @@
 #include "xgrad/nn/init.h"
 #include "xgrad/nn/linear.h"
 #include "xgrad/nn/loss.h"
+#include "xgrad/nn/lpnorm.h"
 #include "xgrad/nn/module.h"
 #include "xgrad/nn/normalization.h"
 #include "xgrad/nn/options.h"

@@ -1,0 +1,28 @@
+// why_bn_cli.h — the command lines of `landscape`, `ics`, `dln` and `lp-norm` (why_bn.h), kept out of main.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+
+#include "why_bn.h"
+
+namespace lab {
+
+class WhyBnCli {
+ public:
+  /// Adds the four subcommands to `app`; `add_common` adds the shared flags to each.
+  WhyBnCli(CLI::App& app, const std::function<void(CLI::App*)>& add_common);
+  ~WhyBnCli();
+  /// Runs the subcommand that was parsed, if it is one of the four.
+  void run_selected(Lab& lab) const;
+  /// Runs all four (for `xgrad-lab all`), with the mode's configurations.
+  static void run_all(Lab& lab);
+
+ private:
+  struct Options;
+  std::unique_ptr<Options> o_;
+};
+
+}  // namespace lab
