@@ -38,6 +38,7 @@
 
 #include <xtensor/xadapt.hpp>
 
+#include "bench_common.h"
 #include "xgrad/kernels/batchnorm.h"
 #include "xgrad/cpu.h"
 #include "xgrad/nn/functional.h"
@@ -56,6 +57,12 @@
 #endif
 
 namespace {
+using bench::Buf;
+using bench::randn;
+using bench::tensor_of;
+#if defined(XGRAD_HAVE_ONEDNN)
+using bench::omp_threads;
+#endif
 
 constexpr double kEps = 1e-5;
 constexpr double kMomentum = 0.1;
@@ -131,17 +138,6 @@ void set_counters(benchmark::State& st, const Shape& sh, Phase ph, int threads) 
   st.counters["bw_share"] = benchmark::Counter(bytes * iters / 1e9 / g_triad_gbps[threads], benchmark::Counter::kIsRate);
 }
 
-// 64-byte aligned, like xtensor's storage (and oneDNN's and libtorch's allocations).
-using Buf = std::vector<float, xsimd::aligned_allocator<float, 64>>;
-
-Buf randn(std::size_t n, std::uint32_t seed, float mean = 0.f, float sd = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(mean, sd);
-  Buf v(n);
-  for (auto& e : v) e = d(g);
-  return v;
-}
-
 // ------------------------------------------------------------------------------------------ fused (xgrad)
 void bench_fused(benchmark::State& st, Shape sh, Phase ph, int threads) {
   xg::set_num_threads(threads);
@@ -175,11 +171,6 @@ void bench_fused(benchmark::State& st, Shape sh, Phase ph, int threads) {
 // graph node. train_fwd builds the graph (x, weight, bias require grad); bwd times only the backward of one
 // such graph with dy (built outside the timed loop, retain_graph, the leaves' grads reset to none before each
 // pass so nothing accumulates); eval_fwd runs with the running statistics. Same data as bench_fused.
-xg::Tensor tensor_of(const Buf& v, const xg::Shape& shape, bool requires_grad) {
-  xt::xarray<float> a = xt::adapt(v.data(), v.size(), xt::no_ownership(), shape);
-  return xg::Tensor(std::move(a), requires_grad);
-}
-
 void bench_composed(benchmark::State& st, Shape sh, Phase ph, int threads) {
   namespace F = xg::nn::functional;
   xg::set_num_threads(threads);
@@ -218,13 +209,6 @@ void bench_composed(benchmark::State& st, Shape sh, Phase ph, int threads) {
 
 // ------------------------------------------------------------------------------------------ oneDNN 2.6
 #if defined(XGRAD_HAVE_ONEDNN)
-// oneDNN (Debian build) threads with OpenMP; libgomp is loaded with libdnnl, so look it up at run time.
-void omp_threads(int n) {
-  using Fn = void (*)(int);
-  static Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-  if (fn) fn(n);
-}
-
 void bench_onednn(benchmark::State& st, Shape sh, Phase ph, int threads, dnnl::memory::format_tag tag) {
   using namespace dnnl;
   omp_threads(threads);

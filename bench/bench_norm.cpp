@@ -28,6 +28,7 @@
 #include <xsimd/xsimd.hpp>
 #include <xtensor/xadapt.hpp>
 
+#include "bench_common.h"
 #include "xgrad/kernels/group_norm.h"
 #include "xgrad/nn/normalization.h"
 #include "xgrad/parallel.h"
@@ -44,6 +45,12 @@
 #endif
 
 namespace {
+using bench::Buf;
+using bench::randn;
+using bench::tensor_of;
+#if defined(XGRAD_HAVE_ONEDNN)
+using bench::omp_threads;
+#endif
 
 constexpr double kEps = 1e-5;
 const int kThreads[] = {1, 2};
@@ -79,16 +86,6 @@ const std::vector<Case> kCases = {
 };
 
 enum class Phase { Fwd, Bwd };
-using Buf = std::vector<float, xsimd::aligned_allocator<float, 64>>;
-
-Buf randn(std::size_t n, std::uint32_t seed, float mean = 0.f, float sd = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(mean, sd);
-  Buf v(n);
-  for (auto& e : v) e = d(g);
-  return v;
-}
-
 void bench_fused(benchmark::State& st, Case c, Phase ph, int threads) {
   xg::set_num_threads(threads);
   const auto d = c.gn();
@@ -104,11 +101,6 @@ void bench_fused(benchmark::State& st, Case c, Phase ph, int threads) {
                                        db.data(), d);
     benchmark::ClobberMemory();
   }
-}
-
-xg::Tensor tensor_of(const Buf& v, const xg::Shape& shape, bool requires_grad) {
-  xt::xarray<float> a = xt::adapt(v.data(), v.size(), xt::no_ownership(), shape);
-  return xg::Tensor(std::move(a), requires_grad);
 }
 
 void bench_composed(benchmark::State& st, Case c, Phase ph, int threads) {
@@ -139,12 +131,6 @@ void bench_composed(benchmark::State& st, Case c, Phase ph, int threads) {
 }
 
 #if defined(XGRAD_HAVE_ONEDNN)
-void omp_threads(int n) {
-  using Fn = void (*)(int);
-  static Fn fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
-  if (fn) fn(n);
-}
-
 // oneDNN's layer normalization over the last dim of a plain [rows, D] tensor, scale and shift as separate [D]
 void bench_onednn(benchmark::State& st, Case c, Phase ph, int threads) {
   using namespace dnnl;

@@ -17,16 +17,7 @@ namespace F = xg::nn::functional;
 
 namespace {
 
-double rel_diff(const Tensor& a, const Tensor& b, double floor = 1e-30) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector(), vb = b.to_vector();
-  double scale = floor, diff = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) {
-    scale = std::max(scale, std::abs(vb[i]));
-    diff = std::max(diff, std::abs(va[i] - vb[i]));
-  }
-  return diff / scale;
-}
+using xgt::rel_diff;  // testing.h
 
 // PyTorch's formula, written out in double: y = (x - mean)/sqrt(var_biased + eps)*w + b over groups of `len`
 // consecutive values; w/b index = (i / stride) % nw.

@@ -142,4 +142,18 @@ inline void check_values(const Tensor& t, const Shape& shape, const std::vector<
   }
 }
 
+/// max |a - b| / max(max |b|, floor): relative to the reference tensor's largest magnitude (or to `floor`, the
+/// natural scale of the quantity, when the reference itself is ~0 — e.g. dx for N = 2, which is 0 in exact
+/// arithmetic, leaving only rounding noise). The shapes must match.
+inline double rel_diff(const Tensor& a, const Tensor& b, double floor = 1e-30) {
+  REQUIRE(a.shape() == b.shape());
+  const auto va = a.to_vector(), vb = b.to_vector();
+  double scale = floor, diff = 0;
+  for (std::size_t i = 0; i < va.size(); ++i) {
+    scale = std::max(scale, std::abs(vb[i]));
+    diff = std::max(diff, std::abs(va[i] - vb[i]));
+  }
+  return diff / scale;
+}
+
 }  // namespace xgt

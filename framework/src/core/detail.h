@@ -46,4 +46,15 @@ Tensor wrap(E&& e) {
   return Tensor(xt::xarray<T>(std::forward<E>(e)));
 }
 
+/// A tensor's data for a kernel argument that may be absent: nullptr for an undefined tensor (optional weight,
+/// bias, running statistics, gradients that are not needed).
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+template <class T>
+T* mut_ptr_or_null(Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 }  // namespace xg::detail

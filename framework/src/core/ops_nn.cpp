@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail.h"
 #include "xgrad/autograd.h"
 #include "xgrad/kernels/batchnorm.h"
 #include "xgrad/ops.h"
@@ -170,14 +171,8 @@ kernels::BnDims bn_dims(const Shape& s) {
   return {s[0], s[1], S};
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
+using detail::mut_ptr_or_null;  // core/detail.h
+using detail::ptr_or_null;
 
 // What the kernels need of their arguments. xg::nn::functional::check_batch_norm_args checks the rest of
 // BatchNorm's contract (eps, the factor's range) with the messages the layers report.

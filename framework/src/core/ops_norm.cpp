@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail.h"
 #include "xgrad/autograd.h"
 #include "xgrad/kernels/group_norm.h"
 #include "xgrad/ops.h"
@@ -13,14 +14,8 @@ namespace xg {
 
 namespace {
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
+using detail::mut_ptr_or_null;  // core/detail.h
+using detail::ptr_or_null;
 
 // One node: forward on the kernels, the closed-form backward (xgrad/kernels/group_norm.h) in the closure.
 // `affine_shape` is the shape weight and bias have (GroupNorm [C], LayerNorm normalized_shape).
