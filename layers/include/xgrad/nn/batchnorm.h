@@ -23,6 +23,7 @@
 
 #include <optional>
 
+#include "xgrad/nn/functional.h"
 #include "xgrad/nn/module.h"
 #include "xgrad/nn/options.h"
 
@@ -82,6 +83,9 @@ class BatchNormBase : public Module {
   bool updates_running_stats() const { return update_running_stats_; }
 
   const BatchNormOptions& options() const { return options_; }
+  /// The batch statistics (mean, biased var [C], count per channel) of the last forward that normalised with
+  /// batch statistics, from the computation itself (both impls; no extra pass). Empty before the first one.
+  const functional::BatchStats& last_batch_stats() const { return last_batch_stats_; }
   /// The implementation the next forward will use (options().impl() or the global default).
   BatchNormImpl impl() const;
   void pretty_print(std::ostream& os) const override;
@@ -102,6 +106,7 @@ class BatchNormBase : public Module {
   BatchNormOptions options_;
   bool frozen_ = false;
   bool update_running_stats_ = true;
+  functional::BatchStats last_batch_stats_;
 };
 
 /// BatchNorm over [N, C] (features) or [N, C, L] (sequences): statistics over N (and L).
