@@ -113,3 +113,20 @@ TEST_CASE("accuracy(logits, labels)") {
   CHECK_ERROR(F::accuracy(logits, xg::tensor({1, 0, 0, 1})), "accuracy: labels must be an int64 tensor");
   CHECK_ERROR(F::accuracy(logits, xg::tensor({1, 0}, kInt64)), "accuracy: labels of shape [2] do not match");
 }
+
+TEST_CASE("CrossEntropyLoss module options: ignore_index and label_smoothing") {
+  // the logits of tests/test_dtypes.cpp: row 0 uniform over 3 classes, row 1 p = [1/4, 1/2, 1/4]
+  const double ln2 = std::log(2.0), ln3 = std::log(3.0);
+  const Tensor logits = xg::tensor({{0, 0, 0}, {0, ln2, 0}}, kFloat64);
+  const Tensor y = xg::tensor({0, 1}, kInt64);
+  nn::CrossEntropyLoss smooth(nn::CrossEntropyLossOptions().label_smoothing(0.3));
+  CHECK(smooth.forward(logits, y).item() == doctest::Approx((ln3 + 1.2 * ln2) / 2).epsilon(1e-12));
+  CHECK(smooth.forward(logits, std::vector<std::size_t>{0, 1}).item() == smooth.forward(logits, y).item());
+  nn::CrossEntropyLoss ignore(nn::CrossEntropyLossOptions().ignore_index(1));
+  CHECK(ignore.forward(logits, y).item() == doctest::Approx(ln3).epsilon(1e-12));
+  CHECK(nn::CrossEntropyLoss(nn::LossOptions().reduction(xg::Reduction::Sum)).forward(logits, y).item() ==
+        doctest::Approx(ln3 + ln2).epsilon(1e-12));
+  std::ostringstream os;
+  ignore.pretty_print(os);
+  CHECK(os.str() == "CrossEntropyLoss(reduction=mean, ignore_index=1)");
+}

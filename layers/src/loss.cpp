@@ -69,13 +69,19 @@ Tensor accuracy(const Tensor& logits, const std::vector<std::size_t>& labels) {
 
 // ---- modules -----------------------------------------------------------------------------------------------
 Tensor CrossEntropyLoss::forward(const Tensor& logits, const Tensor& target) {
-  return functional::cross_entropy(logits, target, options_.reduction());
+  return functional::cross_entropy(logits, target, options_.reduction(), options_.ignore_index(),
+                                   options_.label_smoothing());
 }
 Tensor CrossEntropyLoss::forward(const Tensor& logits, const std::vector<std::size_t>& target) {
+  if (options_.label_smoothing() != 0.0)  // (a class-index vector has no ignored entries)
+    return forward(logits, from_vector(target, {target.size()}));
   return functional::cross_entropy(logits, target, options_.reduction());
 }
 void CrossEntropyLoss::pretty_print(std::ostream& os) const {
-  os << "CrossEntropyLoss(reduction=" << to_string(options_.reduction()) << ")";
+  os << "CrossEntropyLoss(reduction=" << to_string(options_.reduction());
+  if (options_.ignore_index() != -100) os << ", ignore_index=" << options_.ignore_index();
+  if (options_.label_smoothing() != 0.0) os << ", label_smoothing=" << options_.label_smoothing();
+  os << ")";
 }
 
 Tensor NLLLoss::forward(const Tensor& log_probs, const Tensor& target) {

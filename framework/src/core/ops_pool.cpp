@@ -235,6 +235,23 @@ Tensor max_unpool2d(const Tensor& x, const Tensor& indices, Size2 kernel, std::o
   });
 }
 
+namespace {
+// Output pixel (i, j) of adaptive pooling averages input rows [floor(i·H/oh), ceil((i+1)·H/oh)) and the columns
+// likewise (PyTorch's start_index / end_index). for_each calls f(out, base, r0, r1, c0, c1) for every output
+// pixel: its flat index, the flat index of its input plane, and its window.
+struct AdaptiveWindows {
+  std::size_t planes, H, W, oh, ow;
+  template <class F>
+  void for_each(F f) const {
+    for (std::size_t pl = 0; pl < planes; ++pl)
+      for (std::size_t i = 0; i < oh; ++i)
+        for (std::size_t j = 0; j < ow; ++j)
+          f((pl * oh + i) * ow + j, pl * H * W, i * H / oh, ((i + 1) * H + oh - 1) / oh, j * W / ow,
+            ((j + 1) * W + ow - 1) / ow);
+  }
+};
+}  // namespace
+
 Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
   const char* op = "adaptive_avg_pool2d";
   if (!x.defined()) fail("{}: the input is undefined", op);
@@ -242,40 +259,31 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
   if (xs.size() != 4) fail("{}: input must be [N, C, H, W], got shape {}", op, shape_str(xs));
   if (output_size.h == 0 || output_size.w == 0)
     fail("{}: output_size must be >= 1, got {}", op, to_string(output_size));
-  const std::size_t planes = xs[0] * xs[1], H = xs[2], W = xs[3], oh = output_size.h, ow = output_size.w;
-  if (H == 0 || W == 0) fail("{}: the input {} has an empty plane", op, shape_str(xs));
-  // window of output row i: [floor(i·H/oh), ceil((i+1)·H/oh)) (PyTorch's start_index / end_index)
-  auto lo = [](std::size_t i, std::size_t in, std::size_t o) { return i * in / o; };
-  auto hi = [](std::size_t i, std::size_t in, std::size_t o) { return ((i + 1) * in + o - 1) / o; };
-  Tensor y = empty({xs[0], xs[1], oh, ow}, x.dtype());
-  dispatch(x.dtype(), [&](auto t) {
+  if (xs[2] == 0 || xs[3] == 0) fail("{}: the input {} has an empty plane", op, shape_str(xs));
+  const AdaptiveWindows win{xs[0] * xs[1], xs[2], xs[3], output_size.h, output_size.w};
+  Tensor y = empty({xs[0], xs[1], win.oh, win.ow}, x.dtype());
+  dispatch(x.dtype(), [&](auto t) {  // y = Σ window / its pixel count
     using T = decltype(t);
     const T* px = x.data_ptr<T>();
     T* py = y.data_ptr<T>();
-    for (std::size_t pl = 0; pl < planes; ++pl)
-      for (std::size_t i = 0; i < oh; ++i)
-        for (std::size_t j = 0; j < ow; ++j) {
-          const std::size_t r0 = lo(i, H, oh), r1 = hi(i, H, oh), c0 = lo(j, W, ow), c1 = hi(j, W, ow);
-          T s = 0;
-          for (std::size_t r = r0; r < r1; ++r)
-            for (std::size_t c = c0; c < c1; ++c) s += px[(pl * H + r) * W + c];
-          py[(pl * oh + i) * ow + j] = s / static_cast<T>((r1 - r0) * (c1 - c0));
-        }
+    win.for_each([&](std::size_t o, std::size_t base, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+      T s = 0;
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t c = c0; c < c1; ++c) s += px[base + r * win.W + c];
+      py[o] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+    });
   });
-  return record_op(op, y, {x}, [xs, planes, H, W, oh, ow, lo, hi](const Tensor& g, const std::vector<bool>&) {
-    Tensor dx = zeros(xs, g.dtype());
+  return record_op(op, y, {x}, [xs, win](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = zeros(xs, g.dtype());  // G / pixel count to every pixel of the window (overlaps add up)
     dispatch(g.dtype(), [&](auto t) {
       using T = decltype(t);
       const T* pg = g.data_ptr<T>();
       T* pd = dx.data_ptr<T>();
-      for (std::size_t pl = 0; pl < planes; ++pl)
-        for (std::size_t i = 0; i < oh; ++i)
-          for (std::size_t j = 0; j < ow; ++j) {
-            const std::size_t r0 = lo(i, H, oh), r1 = hi(i, H, oh), c0 = lo(j, W, ow), c1 = hi(j, W, ow);
-            const T share = pg[(pl * oh + i) * ow + j] / static_cast<T>((r1 - r0) * (c1 - c0));
-            for (std::size_t r = r0; r < r1; ++r)
-              for (std::size_t c = c0; c < c1; ++c) pd[(pl * H + r) * W + c] += share;
-          }
+      win.for_each([&](std::size_t o, std::size_t base, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+        const T share = pg[o] / static_cast<T>((r1 - r0) * (c1 - c0));
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t c = c0; c < c1; ++c) pd[base + r * win.W + c] += share;
+      });
     });
     return std::vector<Tensor>{dx};
   });
