@@ -114,7 +114,7 @@ TEST_CASE("anomaly: the intermediate arithmetic of a backward closure is not a f
   Tensor x = xg::tensor({1.0, 2.0}, xg::kFloat64, true);
   Tensor out = xg::record_op("masked", (x * 1.0).detach(), {x}, [](const Tensor& g, const std::vector<bool>&) {
     Tensor inf = xg::div(xg::ones_like(g), xg::zeros_like(g));
-    return std::vector<Tensor>{xg::where(xg::zeros_like(g), inf, g)};
+    return std::vector<Tensor>{xg::where(xg::zeros_like(g).to(xg::kBool), inf, g)};  // false: g
   });
   xg::DetectAnomalyGuard anomaly;
   CHECK_NOTHROW(out.sum().backward());

@@ -495,3 +495,33 @@ TEST_CASE("seed-robust verdicts on synthetic metrics") {
   CHECK(b.max[1] == 4.0);
 }
 #endif
+TEST_CASE("xgrad-lab: options are validated before any training (--lr, --batch, --steps)") {
+  if (!lab_available()) return;
+  const auto dir = temp_dir("validate");
+  const std::string out = " --out '" + (dir / "o").string() + "'";
+  std::string log;
+  const struct {
+    const char* args;
+    const char* message;
+  } cases[] = {
+      {"convergence --tiny --lr -0.1", "xgrad-lab: error: convergence: --lr must be a finite number > 0, got -0.1"},
+      {"convergence --tiny --lr inf", "xgrad-lab: error: convergence: --lr must be a finite number > 0, got inf"},
+      {"noisy-bn --tiny --lr nan", "xgrad-lab: error: noisy-bn: --lr must be a finite number > 0, got nan"},
+      {"convergence --tiny --batch 1", "xgrad-lab: error: convergence: --batch must be >= 2, got 1"},
+      {"noisy-bn --tiny --steps 0", "xgrad-lab: error: noisy-bn: --steps must be >= 1, got 0"},
+      {"lr-sweep --tiny --lrs 0.1,-3", "xgrad-lab: error: lr-sweep: every --lrs value must be a finite number > 0, got -3"},
+      {"lr-sweep --tiny --batch 0", "xgrad-lab: error: lr-sweep: --batch must be >= 2, got 0"},
+      {"all --tiny --lr 0.1", ""},  // (all has no --lr: a CLI error, also before training)
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.args);
+    CHECK(run_lab(std::string(c.args) + out, dir, log) != 0);
+    if (*c.message) {
+      CHECK_MESSAGE(log.find(c.message) != std::string::npos, log);
+      CHECK_MESSAGE(run_lab(std::string(c.args) + out, dir, log) == 1, log);
+    }
+    CHECK_MESSAGE(log.find('%') == std::string::npos, log);  // no progress bar was drawn
+    CHECK_FALSE(fs::exists(dir / "o" / "report.md"));
+  }
+  fs::remove_all(dir);
+}

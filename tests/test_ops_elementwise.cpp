@@ -328,18 +328,18 @@ TEST_CASE("comparisons: 1/0 masks in the input dtype, broadcasting, never differ
   };
   for (const auto& c : cases) {
     check_values(c.got, {2, 3}, ref_binary(a, b, c.ref));
-    CHECK(c.got.dtype() == kFloat64);
+    CHECK(c.got.dtype() == xg::kBool);
     CHECK_FALSE(c.got.requires_grad());
     CHECK(c.got.is_leaf());
   }
   check_values(xg::gt(a, 2.5), {2, 3}, {0, 0, 1, 1, 1, 1});
   check_values(xg::lt(a, 2.5), {2, 3}, {1, 1, 0, 0, 0, 0});
   const Tensor f = xg::gt(a.detach().to(kFloat32), 2.5);
-  CHECK(f.dtype() == kFloat32);
+  CHECK(f.dtype() == xg::kBool);
 }
 
 TEST_CASE("where: values with three-way broadcasting, gradcheck in a and b") {
-  const Tensor cond = xg::from_vector({1.0, 0.0}, {2, 1}, kFloat64);
+  const Tensor cond = xg::from_vector({1.0, 0.0}, {2, 1}, xg::kBool);
   const Tensor a = rnd({2, 3}, 18), b = rnd({3}, 19);
   const Tensor y = xg::where(cond, a, b);
   std::vector<double> want;
@@ -350,7 +350,7 @@ TEST_CASE("where: values with three-way broadcasting, gradcheck in a and b") {
   check_grad("where", [&](auto& in) { return xg::where(xg::gt(in[0], 0.0), in[0], in[1]); },
              {rnd_away({2, 3}, 20), rnd({}, 21)});
   // The broadcast output is [2,3] even though a alone is [2,1]: the shape comes from all three inputs.
-  const Tensor y2 = xg::where(xg::tensor({1, 0, 1}, kFloat64), rnd({2, 1}, 22, -1, 1, false), xg::scalar(7, kFloat64));
+  const Tensor y2 = xg::where(xg::tensor({1, 0, 1}, xg::kBool), rnd({2, 1}, 22, -1, 1, false), xg::scalar(7, kFloat64));
   CHECK(y2.shape() == Shape{2, 3});
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -688,4 +689,37 @@ TEST_CASE("check_finite: a NaN/Inf gradient is reported and no parameter is writ
     b.zero_grad();
     CHECK_NOTHROW(check_finite_grads({a, b}));  // no gradient is not an error
   }
+}
+
+TEST_CASE("every optimizer refuses an infinite or NaN learning rate or option") {
+  auto w = ones({2}, kFloat32, true);
+  const std::vector<Tensor> p{w};
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(inf)), doctest::Contains("SGD: lr must be a finite number >= 0, got inf"),
+                       Error);
+  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(0.1).momentum(inf)), doctest::Contains("SGD: momentum must be a finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(0.1).weight_decay(inf)), doctest::Contains("SGD: weight_decay must be a finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(0.1).dampening(-inf)), doctest::Contains("SGD: dampening must be a finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(Adam(p, AdamOptions(inf)), doctest::Contains("Adam: lr must be a finite number >= 0, got inf"),
+                       Error);
+  CHECK_THROWS_WITH_AS(Adam(p, AdamOptions().eps(inf)), doctest::Contains("Adam: eps must be a finite"), Error);
+  CHECK_THROWS_WITH_AS(Adam(p, AdamOptions().betas({std::nan(""), 0.9})), doctest::Contains("Adam: beta1 must be in [0, 1)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(AdamW(p, AdamWOptions(inf)), doctest::Contains("AdamW: lr must be a finite number"), Error);
+  CHECK_THROWS_WITH_AS(AdamW(p, AdamWOptions().weight_decay(inf)), doctest::Contains("AdamW: weight_decay must be a finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(RMSprop(p, RMSpropOptions(inf)), doctest::Contains("RMSprop: lr must be a finite number"), Error);
+  CHECK_THROWS_WITH_AS(RMSprop(p, RMSpropOptions().alpha(inf)), doctest::Contains("RMSprop: alpha must be a finite"),
+                       Error);
+  CHECK_THROWS_WITH_AS(Adagrad(p, AdagradOptions(inf)), doctest::Contains("Adagrad: lr must be a finite number"), Error);
+  CHECK_THROWS_WITH_AS(Adagrad(p, AdagradOptions().initial_accumulator_value(inf)),
+                       doctest::Contains("Adagrad: initial_accumulator_value must be a finite"), Error);
+  // a group added later, and a checkpoint that carries lr = inf, are checked the same way
+  SGD opt(p, SGDOptions(0.1));
+  auto w2 = ones({1}, kFloat32, true);
+  CHECK_THROWS_WITH_AS(opt.add_param_group(ParamGroup({w2}, SGDOptions(inf))),
+                       doctest::Contains("SGD: lr must be a finite number"), Error);
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <numbers>
 #include <vector>
@@ -373,4 +374,30 @@ TEST_CASE("loading a scheduler state with missing keys is an error") {
   CHECK_THROWS_WITH_AS(sched.load_state_dict(partial),
                        doctest::Contains("StepLR.load_state_dict(): the state has no 'base_lrs'"), Error);
   CHECK(sched.last_epoch() == 0);  // unchanged
+}
+
+TEST_CASE("schedulers refuse non-finite or out-of-range options") {
+  const double inf = std::numeric_limits<double>::infinity();
+  auto w = xg::ones({1}, xg::kFloat32, true);
+  xg::optim::SGD opt(std::vector<xg::Tensor>{w}, xg::optim::SGDOptions(0.1));
+  using xg::optim::CosineAnnealingLR;
+  using xg::optim::ExponentialLR;
+  using xg::optim::MultiStepLR;
+  using xg::optim::StepLR;
+  CHECK_THROWS_WITH_AS(StepLR(opt, 2, inf), doctest::Contains("StepLR: gamma must be a finite number >= 0, got inf"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(StepLR(opt, 2, -0.5), doctest::Contains("StepLR: gamma must be a finite number >= 0, got -0.5"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(MultiStepLR(opt, {2}, std::nan("")), doctest::Contains("MultiStepLR: gamma must be"), xg::Error);
+  CHECK_THROWS_WITH_AS(ExponentialLR(opt, -1.0), doctest::Contains("ExponentialLR: gamma must be a finite number >= 0"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(CosineAnnealingLR(opt, 10, -1e-3), doctest::Contains("CosineAnnealingLR: eta_min must be >= 0"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(CosineAnnealingLR(opt, 10, inf), doctest::Contains("eta_min must be a finite number >= 0"),
+                       xg::Error);
+  CHECK_THROWS_WITH_AS(xg::optim::ReduceLROnPlateau(opt, xg::optim::ReduceLROnPlateauOptions().threshold(inf)),
+                       doctest::Contains("ReduceLROnPlateau: threshold must be a finite number"), xg::Error);
+  CHECK_THROWS_WITH_AS(xg::optim::ReduceLROnPlateau(opt, xg::optim::ReduceLROnPlateauOptions().min_lr({inf})),
+                       doctest::Contains("ReduceLROnPlateau: min_lr must be a finite number"), xg::Error);
+  CHECK(opt.param_groups()[0].lr() == 0.1);  // nothing was changed by the refused schedulers
 }

@@ -261,11 +261,11 @@ TEST_CASE("load_npy reads what numpy writes: Fortran order, integers, big-endian
   for (std::ptrdiff_t i = 0; i < 2; ++i)
     for (std::ptrdiff_t j = 0; j < 3; ++j)
       for (std::ptrdiff_t k = 0; k < 2; ++k) CHECK(t3.at({i, j, k}) == double(100 * i + 10 * j + k));
-  // int64 (e.g. PyTorch's num_batches_tracked) loads as float64
+  // int64 (e.g. PyTorch's num_batches_tracked) loads as int64
   write_bytes(dir / "i.npy", make_npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
                                       raw(std::vector<std::int64_t>{-3, 1000})));
   Tensor i = xg::load_npy(dir / "i.npy");
-  CHECK(i.dtype() == xg::kFloat64);
+  CHECK(i.dtype() == xg::kInt64);
   CHECK(i.to_vector() == std::vector<double>{-3, 1000});
   // big-endian float64
   std::string be = raw(std::vector<double>{2.5});
@@ -391,7 +391,7 @@ TEST_CASE("load_npz reads the .npz files numpy writes: zip64 extra fields, store
   CHECK(c.keys() == std::vector<std::string>{"w", "n"});
   CHECK(c.at("w").shape() == Shape{2, 3});
   CHECK(c.at("w").to_vector() == std::vector<double>{0, 1, 2, 3, 4, 5});
-  CHECK(c.at("n").dtype() == xg::kFloat64);  // int64 loads as float64
+  CHECK(c.at("n").dtype() == xg::kInt64);  // int64 stays int64
   CHECK(c.at("n").item() == 7.0);
 }
 

@@ -117,8 +117,14 @@ TEST_CASE("dtypes: float32 by default, float64 on request, to() converts") {
   xg::Tensor a = xg::tensor({0.1, 0.2});                 // float32
   xg::Tensor b = a.to(xg::kFloat64);                     // a float64 copy of the float32 values
   xg::Tensor c = xg::tensor({0.1, 0.2}, xg::kFloat64);   // float64 from the start
-  // a + c is an error (dtype mismatch); convert one side: a.to(xg::kFloat64) + c
+  xg::Tensor mixed = a + c;                               // promoted to float64, as in PyTorch
+  xg::Tensor labels = xg::tensor({3, 0}, xg::kInt64);    // int64 class labels (never require grad)
+  xg::Tensor hit = xg::eq(labels, 3);                    // comparisons give bool: [true, false]
   // [/dtypes]
+  CHECK(mixed.dtype() == kFloat64);
+  CHECK(labels.dtype() == xg::kInt64);
+  CHECK(hit.dtype() == xg::kBool);
+  CHECK(hit.to_vector() == std::vector<double>{1, 0});
   CHECK(a.dtype() == kFloat32);
   CHECK(b.dtype() == kFloat64);
   CHECK(b.at({0}) == double(0.1f));  // the float32 value, widened

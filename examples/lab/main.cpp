@@ -22,6 +22,7 @@
 #endif
 #include "training.h"
 #include "why_bn_cli.h"
+#include "validate.h"
 
 namespace {
 
@@ -208,6 +209,10 @@ int main(int argc, char** argv) {
                opts.mode, opts.seed, opts.threads, lab.bn_impl(), xg::blas::sgemm_backend_name(), opts.data, opts.out);
     fmt::print(stderr, "xgrad-lab: CPU {}, xgrad built for {} ({} vectors)\n", xg::cpu::cpu_name(),
                xg::cpu::build_arch(), xg::cpu::simd_name());
+    // Every option is checked before the first experiment starts (validate.h).
+    if (*sweep || *all) lab::validate(sweep_cfg());
+    if (*conv || *all) lab::validate(conv_cfg());
+    if (*noisy || *all) lab::validate(noisy_cfg());
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());

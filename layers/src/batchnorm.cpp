@@ -81,7 +81,8 @@ void check_batch_norm_args(const Tensor& input, const Tensor& running_mean, cons
 }
 
 Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double exponential_average_factor, double eps) {
+                  const Tensor& bias, bool training, double exponential_average_factor, double eps,
+                  BatchStats* stats) {
   check_batch_norm_args(input, running_mean, running_var, weight, bias, training, exponential_average_factor, eps);
   const Shape shape = input.shape();
   const std::size_t nd = shape.size();
@@ -101,6 +102,12 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, 
     const Tensor xc = d - d_mean;                         // x - mean(x): the centred input
     const Tensor var = (xc * xc).mean(axes, true);        // Σ (x - mean)² / m: the BIASED variance
     xhat = xc * rsqrt(var + eps);                         // eps inside the square root
+    if (stats) {  // the statistics just computed, detached: no extra pass
+      const std::ptrdiff_t c = static_cast<std::ptrdiff_t>(C);
+      stats->mean = (shift + d_mean).detach().reshape({c});
+      stats->var = var.detach().reshape({c});
+      stats->count = m;
+    }
     if (running_mean.defined() || running_var.defined()) {
       // The running averages are state, not part of the graph: no gradient flows into them.
       NoGradGuard no_grad;
@@ -194,13 +201,17 @@ Tensor BatchNormBase::forward(const Tensor& input) {
 
   Tensor y;
   if (batch_stats && stats_fn_) {
+    // The installed (synchronised) statistics are not this rank's: last_batch_stats() is left empty.
+    last_batch_stats_ = {};
     y = stats_fn_(input, rm, rv, weight, bias, factor, options_.eps());
   } else switch (impl()) {
     case BatchNormImpl::Composed:
-      y = functional::batch_norm(input, rm, rv, weight, bias, batch_stats, factor, options_.eps());
+      y = functional::batch_norm(input, rm, rv, weight, bias, batch_stats, factor, options_.eps(),
+                                 batch_stats ? &last_batch_stats_ : nullptr);
       break;
     case BatchNormImpl::Fused:
-      y = functional::batch_norm_fused(input, rm, rv, weight, bias, batch_stats, factor, options_.eps());
+      y = functional::batch_norm_fused(input, rm, rv, weight, bias, batch_stats, factor, options_.eps(),
+                                       batch_stats ? &last_batch_stats_ : nullptr);
       break;
   }
   if (update) {  // counted only once the batch went through

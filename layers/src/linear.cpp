@@ -53,10 +53,39 @@ void Flatten::pretty_print(std::ostream& os) const {
 
 Tensor Identity::forward(const Tensor& input) { return apply_forward_hooks(input, input); }
 
+Tensor Unflatten::forward(const Tensor& input) {
+  if (!input.defined()) fail("Unflatten: the input is undefined");
+  const Shape in = input.shape();
+  const std::size_t d = normalize_axis(dim_, in.size(), "Unflatten", in);
+  std::vector<std::ptrdiff_t> shape(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(d));
+  std::ptrdiff_t known = 1;
+  int infer = 0;
+  for (auto v : sizes_) {
+    if (v == -1) ++infer;
+    else if (v <= 0) fail("Unflatten: sizes [{}] must be positive (one may be -1)", fmt::join(sizes_, ", "));
+    else known *= v;
+  }
+  if (infer > 1 || (infer == 0 && static_cast<std::size_t>(known) != in[d]) ||
+      (infer == 1 && in[d] % static_cast<std::size_t>(known) != 0))
+    fail("Unflatten: axis {} of size {} (input {}) cannot be split into [{}]", dim_, in[d], shape_str(in),
+         fmt::join(sizes_, ", "));
+  shape.insert(shape.end(), sizes_.begin(), sizes_.end());
+  shape.insert(shape.end(), in.begin() + static_cast<std::ptrdiff_t>(d) + 1, in.end());
+  return apply_forward_hooks(input, reshape(input, shape));
+}
+
+void Unflatten::pretty_print(std::ostream& os) const {
+  os << "Unflatten(dim=" << dim_ << ", unflattened_size=(" << fmt::format("{}", fmt::join(sizes_, ", ")) << "))";
+}
+
 // ---- activations ---------------------------------------------------------------------------------------
 Tensor ReLU::forward(const Tensor& input) { return apply_forward_hooks(input, relu(input)); }
 Tensor Sigmoid::forward(const Tensor& input) { return apply_forward_hooks(input, sigmoid(input)); }
 Tensor Tanh::forward(const Tensor& input) { return apply_forward_hooks(input, tanh(input)); }
+Tensor Softmax::forward(const Tensor& input) { return apply_forward_hooks(input, softmax(input, dim_)); }
+void Softmax::pretty_print(std::ostream& os) const { os << "Softmax(dim=" << dim_ << ")"; }
+Tensor LogSoftmax::forward(const Tensor& input) { return apply_forward_hooks(input, log_softmax(input, dim_)); }
+void LogSoftmax::pretty_print(std::ostream& os) const { os << "LogSoftmax(dim=" << dim_ << ")"; }
 
 // ---- Sequential ------------------------------------------------------------------------------------------
 Tensor Sequential::forward(const Tensor& input) {

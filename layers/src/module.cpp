@@ -236,10 +236,20 @@ StateDict Module::state_dict() const {
   return out;
 }
 
+namespace {
+// True if src converted to `dtype` keeps every value: any float to any float, integers and bools to a dtype that
+// holds them exactly, nothing floating into an integer or bool tensor.
+bool converts_exactly(const Tensor& src, Dtype dtype) {
+  if (src.is_floating_point()) return xg::is_floating_point(dtype);
+  NoGradGuard no_grad;
+  return src.to(dtype).to_vector() == src.to_vector();
+}
+}  // namespace
+
 LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) {
   const StateDict own = state_dict();
   LoadStateDictResult result;
-  std::vector<std::string> mismatched;
+  std::vector<std::string> mismatched, wrong_kind;  // shapes; integer vs floating dtypes
   for (const auto& [n, t] : own) {
     if (!dict.contains(n)) {
       result.missing_keys.push_back(n);
@@ -251,6 +261,10 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
     else if (src.shape() != t.shape())
       mismatched.push_back(
           fmt::format("{} (checkpoint {} vs model {})", n, shape_str(src.shape()), shape_str(t.shape())));
+    else if (t.defined() && src.dtype() != t.dtype() && !converts_exactly(src, t.dtype()))
+      // float32 <-> float64 converts (as PyTorch's copy_), and so do integers a float holds exactly (PyTorch's
+      // int64 num_batches_tracked); floats into an integer tensor, or integers a float would round, are refused
+      wrong_kind.push_back(fmt::format("{} (checkpoint {} vs model {})", n, src.dtype(), t.dtype()));
   }
   for (const auto& [n, t] : dict)
     if (!own.contains(n)) result.unexpected_keys.push_back(n);
@@ -261,6 +275,7 @@ LoadStateDictResult Module::load_state_dict(const StateDict& dict, bool strict) 
   if (strict && !result.unexpected_keys.empty())
     problems.push_back(fmt::format("unexpected keys: {}", fmt::join(result.unexpected_keys, ", ")));
   if (!mismatched.empty()) problems.push_back(fmt::format("shape mismatch: {}", fmt::join(mismatched, "; ")));
+  if (!wrong_kind.empty()) problems.push_back(fmt::format("dtype mismatch: {}", fmt::join(wrong_kind, "; ")));
   if (!problems.empty())
     fail("{}.load_state_dict: {} (nothing was loaded)", name(), fmt::join(problems, "; "));
 

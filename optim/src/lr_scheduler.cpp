@@ -129,10 +129,24 @@ void LRScheduler::load_state_dict(const StateDict& sd) {
   last_lr_ = std::move(last);
 }
 
+// gamma multiplies the learning rate: a finite number >= 0 (a negative or infinite gamma would flip or blow up
+// every learning rate after the first milestone; 0 stops training, a legitimate if odd schedule).
+namespace {
+void check_gamma(const char* who, double gamma) {
+  if (!(gamma >= 0) || !std::isfinite(gamma)) fail("{}: gamma must be a finite number >= 0, got {}", who, gamma);
+}
+// ">= 0" first (the message the negative case always had), then finiteness.
+void check_non_negative_finite(const char* who, const char* what, double v) {
+  if (!(v >= 0)) fail("{}: {} must be >= 0, got {}", who, what, v);
+  if (!std::isfinite(v)) fail("{}: {} must be a finite number >= 0, got {}", who, what, v);
+}
+}  // namespace
+
 // ---- StepLR -----------------------------------------------------------------------------------------------
 StepLR::StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma)
     : LRScheduler(optimizer, "StepLR"), step_size_(step_size), gamma_(gamma) {
   if (step_size < 1) fail("StepLR: step_size must be >= 1, got {}", step_size);
+  check_gamma("StepLR", gamma);
   initial_step();
 }
 
@@ -144,6 +158,7 @@ MultiStepLR::MultiStepLR(Optimizer& optimizer, std::vector<std::int64_t> milesto
     : LRScheduler(optimizer, "MultiStepLR"), milestones_(std::move(milestones)), gamma_(gamma) {
   for (auto m : milestones_)
     if (m < 0) fail("MultiStepLR: milestones must be >= 0, got {}", m);
+  check_gamma("MultiStepLR", gamma);
   std::sort(milestones_.begin(), milestones_.end());
   initial_step();
 }
@@ -157,6 +172,7 @@ double MultiStepLR::factor(std::int64_t epoch) const {
 // ---- ExponentialLR ----------------------------------------------------------------------------------------
 ExponentialLR::ExponentialLR(Optimizer& optimizer, double gamma)
     : LRScheduler(optimizer, "ExponentialLR"), gamma_(gamma) {
+  check_gamma("ExponentialLR", gamma);
   initial_step();
 }
 
@@ -167,6 +183,7 @@ double ExponentialLR::factor(std::int64_t epoch) const { return std::pow(gamma_,
 CosineAnnealingLR::CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min)
     : LRScheduler(optimizer, "CosineAnnealingLR"), T_max_(T_max), eta_min_(eta_min) {
   if (T_max < 1) fail("CosineAnnealingLR: T_max must be >= 1, got {}", T_max);
+  check_non_negative_finite("CosineAnnealingLR", "eta_min", eta_min);
   initial_step();
 }
 
@@ -270,8 +287,8 @@ ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, ReduceLROnPlateauOpti
   if (!(o.factor() >= 0 && o.factor() < 1)) fail("ReduceLROnPlateau: factor must be in [0, 1), got {}", o.factor());
   if (o.patience() < 0) fail("ReduceLROnPlateau: patience must be >= 0, got {}", o.patience());
   if (o.cooldown() < 0) fail("ReduceLROnPlateau: cooldown must be >= 0, got {}", o.cooldown());
-  if (!(o.threshold() >= 0)) fail("ReduceLROnPlateau: threshold must be >= 0, got {}", o.threshold());
-  if (!(o.eps() >= 0)) fail("ReduceLROnPlateau: eps must be >= 0, got {}", o.eps());
+  check_non_negative_finite("ReduceLROnPlateau", "threshold", o.threshold());
+  check_non_negative_finite("ReduceLROnPlateau", "eps", o.eps());
   const std::size_t n = optimizer_.param_groups().size();
   if (o.min_lr().size() == 1)
     min_lrs_.assign(n, o.min_lr()[0]);
@@ -280,7 +297,7 @@ ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, ReduceLROnPlateauOpti
   else
     fail("ReduceLROnPlateau: min_lr has {} values; give one, or one per parameter group ({})", o.min_lr().size(), n);
   for (double m : min_lrs_)
-    if (!(m >= 0)) fail("ReduceLROnPlateau: min_lr must be >= 0, got {}", m);
+    check_non_negative_finite("ReduceLROnPlateau", "min_lr", m);
   best_ =
       o.mode() == PlateauMode::min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
   for (const auto& group : optimizer_.param_groups()) last_lr_.push_back(group.lr());

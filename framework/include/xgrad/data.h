@@ -79,6 +79,7 @@ std::pair<Dataset, Dataset> train_val_split(const Dataset& ds, std::size_t num_v
 struct Batch {
   Tensor images;                      // [B, 1, H, W] float32
   std::vector<std::size_t> labels;    // B class indices
+  Tensor targets;                     // the same labels as an int64 tensor [B] (PyTorch's batch.target)
   std::size_t size() const { return labels.size(); }
 };
 

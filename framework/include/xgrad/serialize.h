@@ -37,7 +37,9 @@ class StateDict {
   std::vector<Item> items_;
 };
 
-/// One tensor as a .npy file (float32 '<f4' or float64 '<f8', C order).
+/// One tensor as a .npy file (C order), its dtype kept: float32 '<f4', float64 '<f8', int64 '<i8', int32 '<i4',
+/// bool '|b1'. Loading also takes numpy's other integer types (int8/int16/uint8/uint16 as int32, uint32/uint64
+/// as int64, values exact; a uint64 beyond int64 is an error), Fortran order and big-endian data.
 void save_npy(const std::string& path, const Tensor& t);
 Tensor load_npy(const std::string& path);
 

@@ -3,7 +3,7 @@
 // Value semantics: copying a Tensor copies the *handle* (like PyTorch, like flashlight's Variable): both copies
 // see the same data and the same gradient. Use clone() for a deep copy.
 //
-// Storage: one contiguous row-major xt::xarray<float> or xt::xarray<double>. Only detach() shares it (as in
+// Storage: one contiguous row-major xt::xarray of float, double, int64, int32 or bool (the Dtype). Only detach() shares it (as in
 // PyTorch); reshape/transpose/narrow return new contiguous tensors — xgrad has no strided views, a deliberate
 // simplification documented in docs/tensors.md.
 #pragma once
@@ -30,8 +30,10 @@ struct Node;
 /// undefined Tensor() to keep it. (PyTorch: Tensor.register_hook.)
 using GradHook = std::function<Tensor(const Tensor& grad)>;
 
-/// The array behind a tensor. Shared between a tensor and its detach()ed copies, as in PyTorch.
-using Storage = std::variant<xt::xarray<float>, xt::xarray<double>>;
+/// The array behind a tensor. Shared between a tensor and its detach()ed copies, as in PyTorch. The
+/// alternatives are in Dtype's order, so dtype() is the variant's index.
+using Storage = std::variant<xt::xarray<float>, xt::xarray<double>, xt::xarray<std::int64_t>,
+                             xt::xarray<std::int32_t>, xt::xarray<bool>>;
 
 /// What a Tensor handle points to. Users normally never touch it.
 struct TensorImpl {
@@ -52,6 +54,10 @@ class Tensor {
   /// Wraps an xtensor array; the array is moved in, so `Tensor(std::move(a))` copies nothing.
   explicit Tensor(xt::xarray<float> a, bool requires_grad = false);
   explicit Tensor(xt::xarray<double> a, bool requires_grad = false);
+  /// Integer and bool arrays: such tensors never require grad.
+  explicit Tensor(xt::xarray<std::int64_t> a);
+  explicit Tensor(xt::xarray<std::int32_t> a);
+  explicit Tensor(xt::xarray<bool> a);
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   bool defined() const { return impl_ != nullptr; }
@@ -82,7 +88,8 @@ class Tensor {
   std::vector<double> to_vector() const;
   /// The single value of a one-element tensor; error if numel() != 1.
   double item() const;
-  template <class T> T item() const { return static_cast<T>(item()); }
+  /// The same, converted to T from the stored type directly (so an int64 beyond 2^53 keeps every digit).
+  template <class T> T item() const;
   /// Element access by index (negative indices count from the end): `t.at({1, 2})`.
   double at(std::initializer_list<std::ptrdiff_t> index) const;
   /// Writes one element (no autograd; for setting up inputs and buffers).
@@ -143,7 +150,8 @@ class Tensor {
   const Storage& storage() const { return *checked().storage; }
 
   // ---- conversion ----------------------------------------------------------------------------------
-  /// Converts the dtype (differentiable; the gradient is converted back).
+  /// Converts the dtype (float -> float is differentiable, the gradient converted back; a conversion to an integer
+  /// or bool dtype ends the graph, as in PyTorch). Float -> int truncates toward zero; any -> bool is `!= 0`.
   Tensor to(Dtype d) const;
   /// Deep copy (differentiable).
   Tensor clone() const;
@@ -187,6 +195,15 @@ class Tensor {
   Tensor narrow(int axis, std::size_t start, std::size_t length) const;
   Tensor slice(int axis, std::ptrdiff_t start, std::ptrdiff_t end, std::ptrdiff_t step = 1) const;
   Tensor index_select(int axis, const std::vector<std::size_t>& index) const;
+  Tensor index_select(int axis, const Tensor& index) const;
+  Tensor index_select(int axis, std::initializer_list<std::size_t> index) const {
+    return index_select(axis, std::vector<std::size_t>(index));
+  }
+  /// Index of the largest / smallest value along `axis` (int64; the first one on ties), or of the flattened
+  /// tensor without an axis. (PyTorch: argmax / argmin.)
+  Tensor argmax(std::optional<int> axis = std::nullopt, bool keepdim = false) const;
+  Tensor argmin(std::optional<int> axis = std::nullopt, bool keepdim = false) const;
+  bool is_floating_point() const { return xg::is_floating_point(dtype()); }
   Tensor matmul(const Tensor& other) const;
 
  private:
@@ -219,6 +236,9 @@ Tensor eye(std::size_t n, std::optional<std::size_t> m = std::nullopt, Dtype dty
 Tensor from_vector(const std::vector<double>& values, const Shape& shape, Dtype dtype = kFloat32,
                    bool requires_grad = false);
 Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool requires_grad = false);
+/// int64 tensors from integer vectors (class labels, indices): `xg::from_vector(labels, {labels.size()})`.
+Tensor from_vector(const std::vector<std::int64_t>& values, const Shape& shape);
+Tensor from_vector(const std::vector<std::size_t>& values, const Shape& shape);
 /// The same for a braced list: `xg::from_vector({1, 2, 3, 4}, {2, 2})`.
 Tensor from_vector(std::initializer_list<double> values, const Shape& shape, Dtype dtype = kFloat32,
                    bool requires_grad = false);
@@ -228,12 +248,41 @@ Tensor tensor(std::initializer_list<double> values, Dtype dtype = kFloat32, bool
 Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, Dtype dtype = kFloat32,
               bool requires_grad = false);
 
-// ---- dtype dispatch helper -------------------------------------------------------------------------------
-/// Calls f(T{}) with T = float or double according to `d` (used by every op implementation).
+// ---- dtype dispatch helpers ------------------------------------------------------------------------------
+/// "<what> needs a floating-point tensor (float32 or float64) but got int64; convert it with .to(xg::kFloat32)".
+[[noreturn]] void fail_not_floating(Dtype d, std::string_view what = "this op");
+
+/// Calls f(T{}) with T = float or double according to `d` (used by every floating-point op implementation); an
+/// integer or bool dtype is an error (fail_not_floating). The two float tests come first: the float paths pay
+/// nothing for the other dtypes.
 template <class F>
 decltype(auto) dispatch(Dtype d, F&& f) {
   if (d == Dtype::Float32) return f(float{});
-  return f(double{});
+  if (d == Dtype::Float64) return f(double{});
+  fail_not_floating(d);
+}
+/// The same over the numeric dtypes: float, double, int64_t, int32_t (bool is an error).
+template <class F>
+decltype(auto) dispatch_numeric(Dtype d, F&& f, std::string_view what = "this op") {
+  switch (d) {
+    case Dtype::Float32: return f(float{});
+    case Dtype::Float64: return f(double{});
+    case Dtype::Int64: return f(std::int64_t{});
+    case Dtype::Int32: return f(std::int32_t{});
+    default: break;
+  }
+  fail("{} does not take bool tensors; convert with .to(xg::kInt64) or .to(xg::kFloat32)", what);
+}
+/// The same over every dtype, bool included (shape ops, copies, factories).
+template <class F>
+decltype(auto) dispatch_all(Dtype d, F&& f) {
+  switch (d) {
+    case Dtype::Float32: return f(float{});
+    case Dtype::Float64: return f(double{});
+    case Dtype::Int64: return f(std::int64_t{});
+    case Dtype::Int32: return f(std::int32_t{});
+    default: return f(bool{});
+  }
 }
 
 // ---- template definitions ------------------------------------------------------------------------------
@@ -248,6 +297,11 @@ const xt::xarray<T>& Tensor::data() const {
   const auto* p = std::get_if<xt::xarray<T>>(checked().storage.get());
   if (!p) fail("Tensor::data<{}>(): the tensor holds {}", dtype_name(dtype_of<T>()), dtype_name(dtype()));
   return *p;
+}
+template <class T>
+T Tensor::item() const {
+  (void)item();  // the one-element check and its message
+  return std::visit([](const auto& a) { return static_cast<T>(*a.data()); }, *checked().storage);
 }
 template <class T>
 xt::xarray<T> Tensor::to_xarray() const {

@@ -45,15 +45,14 @@ void accumulate_into(std::shared_ptr<TensorImpl>& slot, Tensor g) {
     slot = std::visit([](const auto& a) { return Tensor(std::decay_t<decltype(a)>(a)); }, *g.impl()->storage).impl();
     return;
   }
-  std::visit(
-      [&](auto& acc) {
-        using A = std::decay_t<decltype(acc)>;
-        const auto& src = g.data<typename A::value_type>();
-        auto* pa = acc.data();
-        const auto* ps = src.data();
-        for (std::size_t i = 0, n = acc.size(); i < n; ++i) pa[i] += ps[i];
-      },
-      *slot->storage);
+  dispatch(static_cast<Dtype>(slot->storage->index()), [&](auto t) {  // gradients are floating point
+    using T = decltype(t);
+    auto& acc = std::get<xt::xarray<T>>(*slot->storage);
+    const auto& src = g.data<T>();
+    auto* pa = acc.data();
+    const auto* ps = src.data();
+    for (std::size_t i = 0, n = acc.size(); i < n; ++i) pa[i] += ps[i];
+  });
 }
 
 Tensor run_hooks(const std::vector<GradHook>& hooks, Tensor g) {
@@ -80,7 +79,9 @@ bool any_requires_grad_impl(const Inputs& inputs) {
 template <class Inputs>
 Tensor record_impl(std::string_view name, Tensor out, const Inputs& inputs, BackwardFn&& backward) {
   std::shared_ptr<Node> node;
-  if (any_requires_grad_impl(inputs)) {
+  // An integer or bool output (argmax, a comparison, .to(kInt64)) has no gradient: nothing is recorded and it
+  // does not require grad, as in PyTorch.
+  if (any_requires_grad_impl(inputs) && out.defined() && is_floating_point(out.dtype())) {
     if (!out.defined()) fail("record_op('{}'): the output tensor is undefined", name);
     for (const auto& t : inputs)
       if (t.defined() && t.impl() == out.impl())
@@ -329,7 +330,7 @@ void run_engine(std::span<const Tensor> outputs, std::span<const Tensor> grad_ou
       if (!std::equal(gs.begin(), gs.end(), n->input_shapes[i].begin(), n->input_shapes[i].end()))
         fail("backward of '{}' returned a gradient of shape {} for input {} of shape {}", n->name,
              shape_str(gi.shape()), i, shape_str(n->input_shapes[i]));
-      const Dtype want = e.node ? e.node->dtype : (e.leaf->storage->index() == 0 ? kFloat32 : kFloat64);
+      const Dtype want = e.node ? e.node->dtype : static_cast<Dtype>(e.leaf->storage->index());
       if (gi.dtype() != want)
         fail("backward of '{}' returned a {} gradient for input {} which is {}", n->name, gi.dtype(), i, want);
       if (e.node) {

@@ -3,8 +3,34 @@
 
 namespace xg {
 
-std::string_view dtype_name(Dtype d) { return d == Dtype::Float32 ? "float32" : "float64"; }
-std::size_t dtype_size(Dtype d) { return d == Dtype::Float32 ? 4 : 8; }
+std::string_view dtype_name(Dtype d) {
+  switch (d) {
+    case Dtype::Float32: return "float32";
+    case Dtype::Float64: return "float64";
+    case Dtype::Int64: return "int64";
+    case Dtype::Int32: return "int32";
+    case Dtype::Bool: return "bool";
+  }
+  return "?";
+}
+std::size_t dtype_size(Dtype d) {
+  switch (d) {
+    case Dtype::Float32: case Dtype::Int32: return 4;
+    case Dtype::Float64: case Dtype::Int64: return 8;
+    case Dtype::Bool: return 1;
+  }
+  return 0;
+}
+
+Dtype promote_types(Dtype a, Dtype b) {
+  if (a == b) return a;
+  auto category = [](Dtype d) { return is_floating_point(d) ? 2 : is_integral(d) ? 1 : 0; };
+  const int ca = category(a), cb = category(b);
+  if (ca != cb) return ca > cb ? a : b;  // the higher category wins with its own width: int64 ⊕ float32 = float32
+  // same category, different widths: the wider one
+  if (ca == 2) return kFloat64;
+  return kInt64;  // int32 ⊕ int64
+}
 
 std::size_t numel_of(const Shape& s) {
   std::size_t n = 1;

@@ -16,6 +16,20 @@ using Needs = std::vector<bool>;
 
 /// Binary ops need equal dtypes: "add: dtype mismatch (float32 vs float64); convert one with .to(...)".
 void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op);
+/// PyTorch's result_type of a binary op: promote_types of the dtypes, except that a 0-d tensor against a tensor
+/// with axes only decides when its category (bool < integer < float) is higher: float32 [3] ⊕ float64 0-d is
+/// float32, int64 [3] ⊕ float32 0-d is float32.
+Dtype result_type(const Tensor& a, const Tensor& b);
+/// Both defined and of different dtypes (then a binary op converts both to result_type first).
+bool needs_promotion(const Tensor& a, const Tensor& b);
+/// x itself if floating point, else x.to(kFloat32) (exp, log, sqrt, ... of an integer tensor, as in PyTorch).
+Tensor as_floating(const Tensor& x);
+/// The dtype of a C++ double scalar against t (t's if floating, else float32) and of a C++ integer scalar
+/// (t's, or int64 for a bool t): PyTorch's rules for Python floats and ints.
+Dtype float_scalar_dtype(const Tensor& t);
+Dtype int_scalar_dtype(const Tensor& t);
+/// "kFloat32" ... "kBool", for messages.
+std::string_view dtype_constant(Dtype d);
 /// A 0-d tensor holding `v` in `like`'s dtype.
 Tensor scalar_like(double v, const Tensor& like);
 /// Normalises a list of axes (negatives allowed, duplicates are an error); empty = all axes. Sorted.
@@ -36,6 +50,19 @@ struct BlockBroadcast {
   std::size_t outer, mid, inner;
 };
 std::optional<BlockBroadcast> block_broadcast(const Shape& big, const Shape& small);
+
+/// A shape split around `axis` into [outer, axis, inner] sizes (row-major): the element (o, j, i) is at
+/// (o·mid + j)·inner + i.
+struct Split3 {
+  std::size_t outer = 1, mid = 1, inner = 1;
+};
+inline Split3 split_at(const Shape& s, std::size_t axis) {
+  Split3 r;
+  for (std::size_t i = 0; i < axis; ++i) r.outer *= s[i];
+  r.mid = s[axis];
+  for (std::size_t i = axis + 1; i < s.size(); ++i) r.inner *= s[i];
+  return r;
+}
 
 /// A new (unrecorded) tensor with a copy of t's data under another shape of the same size.
 Tensor reshaped_copy(const Tensor& t, const Shape& shape);

@@ -14,7 +14,8 @@ namespace xg {
 using detail::Grads;
 using detail::Needs;
 
-Tensor sigmoid(const Tensor& x) {
+Tensor sigmoid(const Tensor& x_in) {
+  const Tensor x = detail::as_floating(x_in);  // integers -> float32, as in PyTorch
   Tensor out = dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
     // Stable for any x: 1/(1+e^-x) never overflows to NaN (e^-x = inf gives exactly 0).
@@ -25,7 +26,8 @@ Tensor sigmoid(const Tensor& x) {
   });
 }
 
-Tensor tanh(const Tensor& x) {
+Tensor tanh(const Tensor& x_in) {
+  const Tensor x = detail::as_floating(x_in);  // integers -> float32, as in PyTorch
   Tensor out = dispatch(x.dtype(), [&](auto t) {
     using T = decltype(t);
     return detail::wrap<T>(xt::tanh(x.data<T>()));
@@ -67,19 +69,22 @@ Tensor relu(const Tensor& x) {
   });
 }
 
-Tensor softmax(const Tensor& x, int axis) {
+Tensor softmax(const Tensor& x_in, int axis) {
+  const Tensor x = detail::as_floating(x_in);
   // Shifting by the (detached) max changes nothing mathematically and keeps exp() from overflowing.
   Tensor z = sub(x, amax(x, {axis}, true).detach());
   Tensor e = exp(z);
   return div(e, sum(e, {axis}, true));
 }
 
-Tensor log_softmax(const Tensor& x, int axis) {
+Tensor log_softmax(const Tensor& x_in, int axis) {
+  const Tensor x = detail::as_floating(x_in);
   Tensor z = sub(x, amax(x, {axis}, true).detach());
   return sub(z, log(sum(exp(z), {axis}, true)));
 }
 
-Tensor logsumexp(const Tensor& x, const Dims& axes, bool keepdim) {
+Tensor logsumexp(const Tensor& x_in, const Dims& axes, bool keepdim) {
+  const Tensor x = detail::as_floating(x_in);
   Tensor m = amax(x, axes, true).detach();
   // An all -inf (or inf) slice would give inf - inf = NaN: shift those slices by 0 instead (as PyTorch does).
   if (has_nonfinite(m)) m = where(eq(sub(m, m), zeros_like(m)), m, zeros_like(m)).detach();

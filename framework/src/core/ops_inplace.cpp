@@ -1,6 +1,7 @@
 // The in-place methods of Tensor (copy_, fill_, add_, ...): writes into the tensor's own storage, recording
 // nothing for autograd. The rules and the deviations from PyTorch are in docs/tensors.md#in-place-methods.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "detail.h"
@@ -60,6 +61,7 @@ Tensor broadcast_operand(const Tensor& self, const Tensor& operand, std::string_
 template <class F>
 Tensor& apply_binary(Tensor& self, const Tensor& operand, std::string_view op, F f) {
   check_inplace(self, &operand, op);
+  if (!self.is_floating_point()) fail_not_floating(self.dtype(), op);  // integer tensors: fill_ and copy_ only
   detail::check_same_dtype(self, operand, op);
   const Tensor b = broadcast_operand(self, operand, op);
   dispatch(self.dtype(), [&](auto t) {
@@ -81,6 +83,7 @@ Tensor& apply_binary(Tensor& self, const Tensor& operand, std::string_view op, F
 template <class F>
 Tensor& apply_unary(Tensor& self, std::string_view op, F f) {
   check_inplace(self, nullptr, op);
+  if (!self.is_floating_point()) fail_not_floating(self.dtype(), op);
   dispatch(self.dtype(), [&](auto t) {
     using T = decltype(t);
     T* a = self.data_ptr<T>();
@@ -93,7 +96,9 @@ Tensor& apply_unary(Tensor& self, std::string_view op, F f) {
 // Every element = value (fill_ and zero_, each under its own name in errors).
 Tensor& fill(Tensor& self, double value, std::string_view op) {
   check_inplace(self, nullptr, op);
-  dispatch(self.dtype(), [&](auto t) {
+  if (!self.is_floating_point() && !std::isfinite(value))
+    fail("{}: cannot fill an {} tensor with {} (integers and bools have no NaN or infinity)", op, self.dtype(), value);
+  dispatch_all(self.dtype(), [&](auto t) {
     using T = decltype(t);
     std::fill_n(self.data_ptr<T>(), self.numel(), static_cast<T>(value));
   });
@@ -109,7 +114,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
     NoGradGuard no_grad;
     b = b.to(dtype());
   }
-  dispatch(dtype(), [&](auto t) {
+  dispatch_all(dtype(), [&](auto t) {
     using T = decltype(t);
     T* a = data_ptr<T>();
     const T* pb = b.data_ptr<T>();

@@ -51,32 +51,49 @@ void check_range(const char* op, const std::vector<std::size_t>& target, std::si
            target[i], i, C, C - 1);
 }
 
-std::vector<std::size_t> indices_from_tensor(const char* op, const Tensor& target, const ClassLayout& l) {
+// The class indices of a target tensor: int64/int32 (PyTorch's Long targets), or, for the code written before
+// xgrad had integer dtypes, floats holding whole numbers. Entries equal to ignore_index are kept as they are;
+// every other one must be a class index 0..C-1.
+std::vector<std::int64_t> indices_from_tensor(const char* op, const Tensor& target, const ClassLayout& l,
+                                              std::int64_t ignore_index) {
   if (!target.defined()) fail("{}: the target is undefined", op);
   if (target.shape() != l.target_shape)
     fail("{}: target of shape {} does not match the input: expected class indices of shape {}", op,
          shape_str(target.shape()), shape_str(l.target_shape));
-  const std::vector<double> v = target.to_vector();
-  std::vector<std::size_t> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (!(v[i] >= 0) || v[i] != std::floor(v[i]) || v[i] >= static_cast<double>(l.C))
-      fail("{}: target {} at position {} is not a class index in 0..{} (the input has {} classes)", op, v[i], i,
-           l.C - 1, l.C);
-    out[i] = static_cast<std::size_t>(v[i]);
-  }
+  if (target.dtype() == kBool) fail("{}: the target is a bool tensor; class indices are int64", op);
+  std::vector<std::int64_t> out(target.numel());
+  dispatch_numeric(target.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const T* p = target.data_ptr<T>();
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const double v = static_cast<double>(p[i]);
+      if (std::is_floating_point_v<T> && v != std::floor(v))
+        fail("{}: target {} at position {} is not a class index in 0..{} (the input has {} classes)", op, v, i,
+             l.C - 1, l.C);
+      out[i] = static_cast<std::int64_t>(p[i]);
+      if (out[i] != ignore_index && (out[i] < 0 || out[i] >= static_cast<std::int64_t>(l.C)))
+        fail("{}: target {} at position {} is not a class index in 0..{} (the input has {} classes){}", op, out[i],
+             i, l.C - 1, l.C,
+             ignore_index == -100 ? "" : fmt::format(", nor the ignore_index {}", ignore_index));
+    }
+  });
   return out;
 }
 
-// loss[n, s] = -log_probs[n, target[n, s], s], then reduced.
-Tensor nll(const char* op, const Tensor& lp, const std::vector<std::size_t>& target, const ClassLayout& l,
-           Reduction reduction) {
+std::vector<std::int64_t> as_int64(const std::vector<std::size_t>& v) { return {v.begin(), v.end()}; }
+
+// loss[n, s] = -log_probs[n, target[n, s], s] (0 where target == ignore_index), then reduced; the mean divides
+// by the number of targets that are not ignored (PyTorch; NaN if all are).
+Tensor nll(const char* op, const Tensor& lp, const std::vector<std::int64_t>& target, const ClassLayout& l,
+           Reduction reduction, std::int64_t ignore_index) {
   const std::size_t count = l.N * l.S;
   if (target.size() != count)
     fail("{}: {} targets given for an input of shape {} (expected {}, one per sample{})", op, target.size(),
          shape_str(lp.shape()), count, l.S > 1 ? " and position" : "");
-  check_range(op, target, l.C);
   if (reduction == Reduction::Mean && count == 0)
     fail("{}: mean over an empty batch (input {})", op, shape_str(lp.shape()));
+  std::size_t kept = 0;
+  for (auto t : target) kept += t != ignore_index;
   Tensor out = zeros(reduction == Reduction::None ? l.target_shape : Shape{}, lp.dtype());
   dispatch(lp.dtype(), [&](auto t) {
     using T = decltype(t);
@@ -85,28 +102,33 @@ Tensor nll(const char* op, const Tensor& lp, const std::vector<std::size_t>& tar
     double total = 0;
     for (std::size_t n = 0; n < l.N; ++n)
       for (std::size_t s = 0; s < l.S; ++s) {
-        const T v = -p[(n * l.C + target[n * l.S + s]) * l.S + s];
+        const std::int64_t c = target[n * l.S + s];
+        const T v = c == ignore_index ? T(0) : -p[(n * l.C + static_cast<std::size_t>(c)) * l.S + s];
         if (reduction == Reduction::None)
           o[n * l.S + s] = v;
         else
           total += v;
       }
     if (reduction == Reduction::Sum) o[0] = static_cast<T>(total);
-    if (reduction == Reduction::Mean) o[0] = static_cast<T>(total / static_cast<double>(count));
+    if (reduction == Reduction::Mean) o[0] = static_cast<T>(total / static_cast<double>(kept));  // 0/0 = NaN
   });
   return record_op("nll_loss", out, {lp},
-                   [target, l, reduction, shape = lp.shape(), count](const Tensor& g, const std::vector<bool>&) {
-                     // d loss[n,s] / d lp[n,c,s] = -1 where c = target[n,s], else 0 (÷count for the mean)
+                   [target, l, reduction, shape = lp.shape(), kept, ignore_index](const Tensor& g,
+                                                                                  const std::vector<bool>&) {
+                     // d loss[n,s] / d lp[n,c,s] = -1 where c = target[n,s] is not ignored, else 0 (÷kept for
+                     // the mean)
                      Tensor d = zeros(shape, g.dtype());
                      dispatch(g.dtype(), [&](auto t) {
                        using T = decltype(t);
                        const T* pg = g.data_ptr<T>();
                        T* pd = d.data_ptr<T>();
-                       const T scale = reduction == Reduction::Mean ? T(1) / static_cast<T>(count) : T(1);
+                       const T scale = reduction == Reduction::Mean ? T(1) / static_cast<T>(kept) : T(1);
                        for (std::size_t n = 0; n < l.N; ++n)
                          for (std::size_t s = 0; s < l.S; ++s) {
+                           const std::int64_t c = target[n * l.S + s];
+                           if (c == ignore_index) continue;
                            const T gi = reduction == Reduction::None ? pg[n * l.S + s] : pg[0] * scale;
-                           pd[(n * l.C + target[n * l.S + s]) * l.S + s] = -gi;
+                           pd[(n * l.C + static_cast<std::size_t>(c)) * l.S + s] = -gi;
                          }
                      });
                      return std::vector<Tensor>{d};
@@ -120,22 +142,52 @@ void check_not_empty(const char* op, const Tensor& scores, const ClassLayout& l,
     fail("{}: mean over an empty batch (input {})", op, shape_str(scores.shape()));
 }
 
+// PyTorch's cross_entropy with class-index targets: with log-probabilities lp = log_softmax(logits) and
+// ε = label_smoothing, loss[n] = (1-ε)·(-lp[n, y_n]) + ε·(-(1/C)·Σ_c lp[n, c]), 0 where y_n == ignore_index;
+// the mean divides both parts by the number of targets not ignored.
+Tensor cross_entropy_impl(const Tensor& logits, const std::vector<std::int64_t>& target, const ClassLayout& l,
+                          Reduction reduction, std::int64_t ignore_index, double label_smoothing) {
+  const char* op = "cross_entropy_loss";
+  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
+    fail("{}: label_smoothing must be in [0, 1], got {}", op, label_smoothing);
+  check_not_empty(op, logits, l, reduction);
+  // log_softmax subtracts each row's max before exp, so any finite logits are safe.
+  const Tensor lp = log_softmax(logits, class_axis(logits));
+  const Tensor hard = nll(op, lp, target, l, reduction, ignore_index);
+  if (label_smoothing == 0.0) return hard;
+  std::vector<double> keep(target.size());
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    keep[i] = target[i] != ignore_index ? 1.0 : 0.0;
+    kept += target[i] != ignore_index;
+  }
+  // smooth[n, s] = -Σ_c lp[n, c, s], 0 where ignored
+  Tensor smooth = mul(neg(sum(lp, {class_axis(logits)})), from_vector(keep, l.target_shape, lp.dtype()));
+  if (reduction == Reduction::Sum) smooth = sum(smooth);
+  if (reduction == Reduction::Mean) smooth = mul(sum(smooth), scalar(1.0 / static_cast<double>(kept), lp.dtype()));
+  return add(mul(hard, scalar(1.0 - label_smoothing, lp.dtype())),
+             mul(smooth, scalar(label_smoothing / static_cast<double>(l.C), lp.dtype())));
+}
+
 }  // namespace
 
-Tensor nll_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+Tensor nll_loss(const Tensor& input, const Tensor& target, Reduction reduction, std::int64_t ignore_index) {
   const ClassLayout l = class_layout("nll_loss", input);
-  return nll("nll_loss", input, indices_from_tensor("nll_loss", target, l), l, reduction);
+  return nll("nll_loss", input, indices_from_tensor("nll_loss", target, l, ignore_index), l, reduction,
+             ignore_index);
 }
 
 Tensor nll_loss(const Tensor& input, const std::vector<std::size_t>& target, Reduction reduction) {
-  return nll("nll_loss", input, target, class_layout("nll_loss", input), reduction);
+  const ClassLayout l = class_layout("nll_loss", input);
+  check_range("nll_loss", target, l.C);
+  return nll("nll_loss", input, as_int64(target), l, reduction, -1);
 }
 
-Tensor cross_entropy_loss(const Tensor& logits, const Tensor& target, Reduction reduction) {
+Tensor cross_entropy_loss(const Tensor& logits, const Tensor& target, Reduction reduction, std::int64_t ignore_index,
+                          double label_smoothing) {
   const ClassLayout l = class_layout("cross_entropy_loss", logits);
-  const auto idx = indices_from_tensor("cross_entropy_loss", target, l);  // validate before computing anything
-  check_not_empty("cross_entropy_loss", logits, l, reduction);
-  return nll("cross_entropy_loss", log_softmax(logits, class_axis(logits)), idx, l, reduction);
+  const auto idx = indices_from_tensor("cross_entropy_loss", target, l, ignore_index);  // validate first
+  return cross_entropy_impl(logits, idx, l, reduction, ignore_index, label_smoothing);
 }
 
 Tensor cross_entropy_loss(const Tensor& logits, const std::vector<std::size_t>& target, Reduction reduction) {
@@ -144,9 +196,7 @@ Tensor cross_entropy_loss(const Tensor& logits, const std::vector<std::size_t>& 
     fail("cross_entropy_loss: {} targets given for an input of shape {} (expected {})", target.size(),
          shape_str(logits.shape()), l.N * l.S);
   check_range("cross_entropy_loss", target, l.C);
-  check_not_empty("cross_entropy_loss", logits, l, reduction);
-  // log_softmax subtracts each row's max before exp, so any finite logits are safe.
-  return nll("cross_entropy_loss", log_softmax(logits, class_axis(logits)), target, l, reduction);
+  return cross_entropy_impl(logits, as_int64(target), l, reduction, -1, 0.0);
 }
 
 // ---- native_batch_norm, and the per-channel shape helpers BatchNorm uses -----------------------------------
@@ -198,7 +248,8 @@ void check_native_batch_norm_args(const Tensor& input, const Tensor& weight, con
 }  // namespace
 
 Tensor native_batch_norm(const Tensor& input, const Tensor& weight, const Tensor& bias, Tensor running_mean,
-                         Tensor running_var, bool training, double exp_avg_factor, double eps) {
+                         Tensor running_var, bool training, double exp_avg_factor, double eps,
+                         BatchNormSaved* saved) {
   check_native_batch_norm_args(input, weight, bias, running_mean, running_var, training);
   const Shape shape = input.shape();
   const kernels::BnDims d = bn_dims(shape);
@@ -222,6 +273,7 @@ Tensor native_batch_norm(const Tensor& input, const Tensor& weight, const Tensor
                                            mut_ptr_or_null<T>(running_mean), mut_ptr_or_null<T>(running_var), d, eps,
                                            exp_avg_factor);
     });
+    if (saved) *saved = {save_mean, save_invstd};  // the kernel's own values, shared with the node (read only)
     return record_op(
         "native_batch_norm", y, inputs,
         [x = input.detach(), w = has_w ? weight.detach() : Tensor(), save_mean, save_invstd, d, has_w,

@@ -175,7 +175,123 @@ void avg_pool_backward(const T* dy, T* dx, const PoolGeometry& g, bool count_inc
 
 }  // namespace
 
+namespace {
+// max_pool2d's forward and node; `winners`, if given, receives the argmax array (plane-flat positions).
+Tensor max_pool2d_impl(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding,
+                       std::shared_ptr<std::uint32_t[]>* winners);
+}  // namespace
+
 Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding) {
+  return max_pool2d_impl(x, kernel, stride, padding, nullptr);
+}
+
+std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Size2 kernel, std::optional<Size2> stride,
+                                                  Size2 padding) {
+  std::shared_ptr<std::uint32_t[]> winners;
+  Tensor y = max_pool2d_impl(x, kernel, stride, padding, &winners);
+  auto idx = xt::xarray<std::int64_t>::from_shape(y.shape());
+  for (std::size_t k = 0; k < idx.size(); ++k) idx.data()[k] = winners[k];  // the forward's own argmax
+  return {y, Tensor(std::move(idx))};
+}
+
+Tensor max_unpool2d(const Tensor& x, const Tensor& indices, Size2 kernel, std::optional<Size2> stride_opt,
+                    Size2 padding, std::optional<Size2> output_size) {
+  const char* op = "max_unpool2d";
+  if (!x.defined() || !indices.defined()) fail("{}: an input is undefined", op);
+  const Shape xs = x.shape();
+  if (xs.size() != 4) fail("{}: input must be [N, C, Ho, Wo], got shape {}", op, shape_str(xs));
+  if (indices.shape() != xs)
+    fail("{}: indices of shape {} must have the input's shape {}", op, shape_str(indices.shape()), shape_str(xs));
+  if (indices.dtype() != kInt64)
+    fail("{}: indices must be int64 (from max_pool2d_with_indices), got {}", op, indices.dtype());
+  const Size2 stride = stride_opt.value_or(kernel);
+  const Size2 out = output_size.value_or(Size2((xs[2] - 1) * stride.h + kernel.h - 2 * padding.h,
+                                               (xs[3] - 1) * stride.w + kernel.w - 2 * padding.w));
+  const std::size_t planes = xs[0] * xs[1], hw = out.h * out.w, per = xs[2] * xs[3];
+  const std::int64_t* pi = indices.data_ptr<std::int64_t>();
+  for (std::size_t k = 0; k < planes * per; ++k)
+    if (pi[k] < 0 || static_cast<std::size_t>(pi[k]) >= hw)
+      fail("{}: index {} (entry {}) is outside the output plane of {}x{} = {} pixels", op, pi[k], k, out.h, out.w, hw);
+  Tensor y = zeros({xs[0], xs[1], out.h, out.w}, x.dtype());
+  dispatch(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    const T* px = x.data_ptr<T>();
+    T* py = y.data_ptr<T>();
+    for (std::size_t pl = 0; pl < planes; ++pl)
+      for (std::size_t k = 0; k < per; ++k) py[pl * hw + pi[pl * per + k]] = px[pl * per + k];
+  });
+  return record_op(op, y, {x}, [idx = indices, planes, hw, per, xs](const Tensor& g, const std::vector<bool>&) {
+    // dx[pl, k] = G[pl].flat[indices[pl, k]]
+    Tensor dx = empty(xs, g.dtype());
+    dispatch(g.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* pg = g.data_ptr<T>();
+      const std::int64_t* pi = idx.data_ptr<std::int64_t>();
+      T* pd = dx.data_ptr<T>();
+      for (std::size_t pl = 0; pl < planes; ++pl)
+        for (std::size_t k = 0; k < per; ++k) pd[pl * per + k] = pg[pl * hw + pi[pl * per + k]];
+    });
+    return std::vector<Tensor>{dx};
+  });
+}
+
+namespace {
+// Output pixel (i, j) of adaptive pooling averages input rows [floor(i·H/oh), ceil((i+1)·H/oh)) and the columns
+// likewise (PyTorch's start_index / end_index). for_each calls f(out, base, r0, r1, c0, c1) for every output
+// pixel: its flat index, the flat index of its input plane, and its window.
+struct AdaptiveWindows {
+  std::size_t planes, H, W, oh, ow;
+  template <class F>
+  void for_each(F f) const {
+    for (std::size_t pl = 0; pl < planes; ++pl)
+      for (std::size_t i = 0; i < oh; ++i)
+        for (std::size_t j = 0; j < ow; ++j)
+          f((pl * oh + i) * ow + j, pl * H * W, i * H / oh, ((i + 1) * H + oh - 1) / oh, j * W / ow,
+            ((j + 1) * W + ow - 1) / ow);
+  }
+};
+}  // namespace
+
+Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
+  const char* op = "adaptive_avg_pool2d";
+  if (!x.defined()) fail("{}: the input is undefined", op);
+  const Shape xs = x.shape();
+  if (xs.size() != 4) fail("{}: input must be [N, C, H, W], got shape {}", op, shape_str(xs));
+  if (output_size.h == 0 || output_size.w == 0)
+    fail("{}: output_size must be >= 1, got {}", op, to_string(output_size));
+  if (xs[2] == 0 || xs[3] == 0) fail("{}: the input {} has an empty plane", op, shape_str(xs));
+  const AdaptiveWindows win{xs[0] * xs[1], xs[2], xs[3], output_size.h, output_size.w};
+  Tensor y = empty({xs[0], xs[1], win.oh, win.ow}, x.dtype());
+  dispatch(x.dtype(), [&](auto t) {  // y = Σ window / its pixel count
+    using T = decltype(t);
+    const T* px = x.data_ptr<T>();
+    T* py = y.data_ptr<T>();
+    win.for_each([&](std::size_t o, std::size_t base, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+      T s = 0;
+      for (std::size_t r = r0; r < r1; ++r)
+        for (std::size_t c = c0; c < c1; ++c) s += px[base + r * win.W + c];
+      py[o] = s / static_cast<T>((r1 - r0) * (c1 - c0));
+    });
+  });
+  return record_op(op, y, {x}, [xs, win](const Tensor& g, const std::vector<bool>&) {
+    Tensor dx = zeros(xs, g.dtype());  // G / pixel count to every pixel of the window (overlaps add up)
+    dispatch(g.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* pg = g.data_ptr<T>();
+      T* pd = dx.data_ptr<T>();
+      win.for_each([&](std::size_t o, std::size_t base, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+        const T share = pg[o] / static_cast<T>((r1 - r0) * (c1 - c0));
+        for (std::size_t r = r0; r < r1; ++r)
+          for (std::size_t c = c0; c < c1; ++c) pd[base + r * win.W + c] += share;
+      });
+    });
+    return std::vector<Tensor>{dx};
+  });
+}
+
+namespace {
+Tensor max_pool2d_impl(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding,
+                       std::shared_ptr<std::uint32_t[]>* winners) {
   const PoolGeometry g = pool_geometry("max_pool2d", x, kernel, stride, padding);
   if (g.H * g.W > std::numeric_limits<std::uint32_t>::max())
     fail("max_pool2d: planes of more than 2^32 pixels are not supported (input {})", shape_str(x.shape()));
@@ -190,6 +306,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
     else
       max_pool_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), argmax.get(), g);
   });
+  if (winners) *winners = argmax;
   // With 2×2 windows tiling an even-sized plane, every input pixel lies in exactly one window.
   const bool tiles = two_by_two && g.H % 2 == 0 && g.W % 2 == 0;
   return record_op("max_pool2d", y, {x}, [argmax, g, tiles, xs = x.shape()](const Tensor& gy,
@@ -216,6 +333,7 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
     return std::vector<Tensor>{dx};
   });
 }
+}  // namespace
 
 Tensor avg_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, bool count_include_pad) {
   const PoolGeometry g = pool_geometry("avg_pool2d", x, kernel, stride, padding);

@@ -164,7 +164,15 @@ void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>
   for (std::size_t block = 0; block < outer_count; ++block) {
     const T* p = in + block * inner.size;
     if (inner.reduced) {
-      const Acc v = op == ReduceOp::Sum ? Acc(flat_sum(p, inner.size)) : [&] {
+      const Acc v = op == ReduceOp::Sum ? [&] {
+        if constexpr (std::is_integral_v<T>) {  // integer sums are exact in int64
+          Acc s = 0;
+          for (std::size_t i = 0; i < inner.size; ++i) s += Acc(p[i]);
+          return s;
+        } else {
+          return Acc(flat_sum(p, inner.size));
+        }
+      }() : [&] {
         Acc m = p[0];
         for (std::size_t i = 1; i < inner.size; ++i) m = combine<Acc>(op, m, p[i]);
         return m;
@@ -191,14 +199,18 @@ void reduce_axes(const T* in, const Shape& shape, const std::vector<std::size_t>
 Tensor reduce_keepdim(const Tensor& x, const std::vector<std::size_t>& ax, ReduceOp op) {
   const Shape in = x.shape();
   const Shape kshape = detail::keepdim_shape(in, ax);
-  return dispatch(x.dtype(), [&](auto t) {
+  return dispatch_numeric(x.dtype(), [&](auto t) {
     using T = decltype(t);
-    const T init = op == ReduceOp::Sum ? T(0)
-                   : op == ReduceOp::Max ? -std::numeric_limits<T>::infinity()
-                                         : std::numeric_limits<T>::infinity();
-    Tensor out = full(kshape, init, x.dtype());
+    constexpr bool inf = std::numeric_limits<T>::has_infinity;
+    const T lowest = inf ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+    const T highest = inf ? std::numeric_limits<T>::infinity() : std::numeric_limits<T>::max();
+    const T init = op == ReduceOp::Sum ? T(0) : op == ReduceOp::Max ? lowest : highest;
+    Tensor out = empty(kshape, x.dtype());
     T* o = out.data_ptr<T>();
-    if (op == ReduceOp::Sum) {  // accumulate in double, round once
+    std::fill_n(o, out.numel(), init);
+    if (std::is_integral_v<T> && op == ReduceOp::Sum) {  // int64 (sum() converts integers first): exact
+      reduce_axes(x.data_ptr<T>(), in, ax, o, op);
+    } else if (op == ReduceOp::Sum) {  // accumulate in double, round once
       std::vector<double> acc(out.numel(), 0.0);
       reduce_axes(x.data_ptr<T>(), in, ax, acc.data(), op);
       for (std::size_t i = 0; i < acc.size(); ++i) o[i] = static_cast<T>(acc[i]);
@@ -206,15 +218,19 @@ Tensor reduce_keepdim(const Tensor& x, const std::vector<std::size_t>& ax, Reduc
       reduce_axes(x.data_ptr<T>(), in, ax, o, op);
     }
     return out;
-  });
+  }, "this reduction");
 }
 }  // namespace
 
-Tensor sum(const Tensor& x, const Dims& axes, bool keepdim) {
+Tensor sum(const Tensor& x_in, const Dims& axes, bool keepdim) {
+  // The sum of integers or bools is int64, as in PyTorch (so a count of true values does not overflow int32).
+  const Tensor x = x_in.defined() && !x_in.is_floating_point() && x_in.dtype() != kInt64 ? x_in.to(kInt64) : x_in;
   const Shape in = x.shape();
   const auto ax = detail::normalize_axes(axes, in, "sum");
   Tensor out;
-  if (ax.size() == in.size()) {  // full reduction: one SIMD pass
+  if (in.empty() && !x.is_floating_point()) {  // a 0-d integer: its own value (nothing to reduce)
+    out = detail::reshaped_copy(x, {});
+  } else if (ax.size() == in.size() && x.is_floating_point()) {  // full reduction: one SIMD pass
     out = dispatch(x.dtype(), [&](auto t) {
       using T = decltype(t);
       return full(detail::keepdim_shape(in, ax), static_cast<T>(flat_sum(x.data_ptr<T>(), x.numel())), x.dtype());
@@ -228,7 +244,17 @@ Tensor sum(const Tensor& x, const Dims& axes, bool keepdim) {
   });
 }
 
+namespace {
+void check_floating(const Tensor& x, std::string_view op) {
+  if (x.defined() && !x.is_floating_point())
+    fail("{}: the input is {}, and {} needs a floating-point tensor (as in PyTorch, whose error is \"could not "
+         "infer output dtype\"); convert it first, e.g. x.to(xg::kFloat32).{}()",
+         op, x.dtype(), op, op);
+}
+}  // namespace
+
 Tensor mean(const Tensor& x, const Dims& axes, bool keepdim) {
+  check_floating(x, "mean");
   const Shape in = x.shape();
   const auto ax = detail::normalize_axes(axes, in, "mean");
   std::size_t count = 1;
@@ -255,7 +281,7 @@ Tensor extreme(const Tensor& x, const Dims& axes, bool keepdim, bool is_max) {
   return record_op(name, out, {x}, [x = x.detach(), kept = kept.detach(), kshape, ax](const Tensor& g, const Needs&) {
     const Shape in = x.shape();
     Dims axes(ax.begin(), ax.end());
-    Tensor mask = eq(x, kept);                       // 1 where x is the extremum
+    Tensor mask = eq(x, kept).to(x.dtype());         // 1 where x is the extremum
     Tensor count = sum(mask, axes, /*keepdim=*/true);  // ties share the gradient
     return Grads{mul(expand(reshape(g, signed_shape(kshape)), in), div(mask, count))};
   });
@@ -265,6 +291,7 @@ Tensor amax(const Tensor& x, const Dims& axes, bool keepdim) { return extreme(x,
 Tensor amin(const Tensor& x, const Dims& axes, bool keepdim) { return extreme(x, axes, keepdim, false); }
 
 Tensor var(const Tensor& x, const Dims& axes, bool unbiased, bool keepdim) {
+  check_floating(x, "var");
   const Shape in = x.shape();
   const auto ax = detail::normalize_axes(axes, in, "var");
   std::size_t count = 1;
@@ -304,7 +331,124 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return reshape(s, signed_shape(shape));
 }
 
+// ---- arg-reductions, max(dim), topk, sort -------------------------------------------------------------------
+namespace {
+using detail::Split3;
+using detail::split_at;
+
+// Calls f(o, i, first) for every line along the split axis: its elements are first + j·inner, j < mid.
+template <class F>
+void for_each_line(const Split3& sp, F f) {
+  for (std::size_t o = 0; o < sp.outer; ++o)
+    for (std::size_t i = 0; i < sp.inner; ++i) f(o, i, o * sp.mid * sp.inner + i);
+}
+
+template <class T>
+bool is_nan(T v) {
+  if constexpr (std::is_floating_point_v<T>) return std::isnan(v);
+  else return false;
+}
+
+// "a comes before b" in an ascending (or descending) order where NaN is the largest value, as in PyTorch.
+template <class T>
+bool before(T a, T b, bool descending) {
+  if (is_nan(a) || is_nan(b)) return descending ? (is_nan(a) && !is_nan(b)) : (!is_nan(a) && is_nan(b));
+  return descending ? a > b : a < b;
+}
+
+Tensor arg_extreme(const Tensor& x_in, std::optional<int> axis, bool keepdim, bool is_max) {
+  const char* name = is_max ? "argmax" : "argmin";
+  if (!x_in.defined()) fail("{}: the input is undefined", name);
+  if (x_in.numel() == 0) fail("{}: cannot reduce an empty tensor of shape {}", name, shape_str(x_in.shape()));
+  const Tensor x = axis ? x_in : reshape(x_in.detach(), {-1});
+  const Shape in = x.shape();
+  const std::size_t a = in.empty() ? 0 : axis ? normalize_axis(*axis, in.size(), name, in) : 0;
+  const Split3 sp = in.empty() ? Split3{} : split_at(in, a);
+  xt::xarray<std::int64_t> out = xt::xarray<std::int64_t>::from_shape({sp.outer * sp.inner});
+  dispatch_all(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    for_each_line(sp, [&](std::size_t o, std::size_t i, std::size_t first) {
+      const T* q = x.data_ptr<T>() + first;
+      std::size_t best = 0;
+      for (std::size_t j = 1; j < sp.mid; ++j) {  // strictly better only: the first index wins ties
+        const T b = q[best * sp.inner], v = q[j * sp.inner];
+        if (is_nan(b)) break;  // a NaN wins both argmax and argmin (PyTorch)
+        if (is_nan(v) || (is_max ? v > b : v < b)) best = j;
+      }
+      out.data()[o * sp.inner + i] = static_cast<std::int64_t>(best);
+    });
+  });
+  Shape os;
+  if (!axis) {
+    os = keepdim ? Shape(x_in.ndim(), 1) : Shape{};
+  } else {
+    os = in;
+    if (!os.empty()) {
+      if (keepdim) os[a] = 1;
+      else os.erase(os.begin() + static_cast<std::ptrdiff_t>(a));
+    }
+  }
+  out.reshape(os);
+  return Tensor(std::move(out));
+}
+}  // namespace
+
+Tensor argmax(const Tensor& x, std::optional<int> axis, bool keepdim) { return arg_extreme(x, axis, keepdim, true); }
+Tensor argmin(const Tensor& x, std::optional<int> axis, bool keepdim) { return arg_extreme(x, axis, keepdim, false); }
+
+std::pair<Tensor, Tensor> max(const Tensor& x, int dim, bool keepdim) {
+  Tensor idx = argmax(x, dim, /*keepdim=*/true);
+  Tensor values = x.ndim() == 0 ? x.clone() : gather(x, dim, idx);
+  if (!keepdim && x.ndim() > 0) return {squeeze(values, dim), squeeze(idx, dim)};
+  return {values, idx};
+}
+std::pair<Tensor, Tensor> min(const Tensor& x, int dim, bool keepdim) {
+  Tensor idx = argmin(x, dim, /*keepdim=*/true);
+  Tensor values = x.ndim() == 0 ? x.clone() : gather(x, dim, idx);
+  if (!keepdim && x.ndim() > 0) return {squeeze(values, dim), squeeze(idx, dim)};
+  return {values, idx};
+}
+
+namespace {
+// The int64 indices that stably sort every line of x along `axis` (keeping the first `k` of each line).
+Tensor sort_indices(const Tensor& x, int axis, bool descending, std::size_t k, const char* name) {
+  if (!x.defined()) fail("{}: the input is undefined", name);
+  if (x.ndim() == 0) return full({}, 0.0, kInt64);
+  const Shape in = x.shape();
+  const std::size_t a = normalize_axis(axis, in.size(), name, in);
+  const Split3 sp = split_at(in, a);
+  if (k > sp.mid) fail("{}: k = {} exceeds the size {} of axis {} (shape {})", name, k, sp.mid, axis, shape_str(in));
+  Shape os = in;
+  os[a] = k;
+  xt::xarray<std::int64_t> out = xt::xarray<std::int64_t>::from_shape(os);
+  std::vector<std::size_t> order(sp.mid);
+  dispatch_all(x.dtype(), [&](auto t) {
+    using T = decltype(t);
+    for_each_line(sp, [&](std::size_t o, std::size_t i, std::size_t first) {
+      const T* q = x.data_ptr<T>() + first;
+      for (std::size_t j = 0; j < sp.mid; ++j) order[j] = j;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](std::size_t u, std::size_t v) { return before(q[u * sp.inner], q[v * sp.inner], descending); });
+      for (std::size_t j = 0; j < k; ++j) out.data()[(o * k + j) * sp.inner + i] = static_cast<std::int64_t>(order[j]);
+    });
+  });
+  return Tensor(std::move(out));
+}
+}  // namespace
+
+std::pair<Tensor, Tensor> topk(const Tensor& x, std::size_t k, int dim, bool largest) {
+  Tensor idx = sort_indices(x, dim, largest, k, "topk");
+  return {x.ndim() == 0 ? x.clone() : gather(x, dim, idx), idx};
+}
+std::pair<Tensor, Tensor> sort(const Tensor& x, int dim, bool descending) {
+  Tensor idx = sort_indices(x, dim, descending, x.defined() && x.ndim() > 0 ? x.size(dim) : 1, "sort");
+  return {x.ndim() == 0 ? x.clone() : gather(x, dim, idx), idx};
+}
+Tensor argsort(const Tensor& x, int dim, bool descending) { return sort(x, dim, descending).second; }
+
 // ---- methods ----------------------------------------------------------------------------------------------
+Tensor Tensor::argmax(std::optional<int> axis, bool keepdim) const { return xg::argmax(*this, axis, keepdim); }
+Tensor Tensor::argmin(std::optional<int> axis, bool keepdim) const { return xg::argmin(*this, axis, keepdim); }
 Tensor Tensor::sum() const { return xg::sum(*this); }
 Tensor Tensor::sum(const Dims& axes, bool keepdim) const { return xg::sum(*this, axes, keepdim); }
 Tensor Tensor::mean() const { return xg::mean(*this); }

@@ -14,17 +14,8 @@ using detail::Needs;
 namespace {
 std::vector<std::ptrdiff_t> signed_shape(const Shape& s) { return {s.begin(), s.end()}; }
 
-// Splits a shape around `axis` into [outer, axis, inner] sizes (row-major).
-struct Split3 {
-  std::size_t outer = 1, mid = 1, inner = 1;
-};
-Split3 split_at(const Shape& s, std::size_t axis) {
-  Split3 r;
-  for (std::size_t i = 0; i < axis; ++i) r.outer *= s[i];
-  r.mid = s[axis];
-  for (std::size_t i = axis + 1; i < s.size(); ++i) r.inner *= s[i];
-  return r;
-}
+using detail::Split3;
+using detail::split_at;
 }  // namespace
 
 Tensor reshape(const Tensor& x, const std::vector<std::ptrdiff_t>& shape) {
@@ -88,7 +79,7 @@ Tensor permute(const Tensor& x, const Dims& order) {
     perm.push_back(p);
   }
   for (std::size_t i = 0; i < perm.size(); ++i) inverse[perm[i]] = i;
-  Tensor out = dispatch(x.dtype(), [&](auto t) {
+  Tensor out = dispatch_all(x.dtype(), [&](auto t) {
     using T = decltype(t);
     return detail::wrap<T>(xt::transpose(x.data<T>(), perm));
   });
@@ -144,7 +135,7 @@ Tensor expand(const Tensor& x, const Shape& shape) {
       if (in[i] != 1 && in[i] != shape[lead + i]) ok = false;
   }
   if (!ok) fail("expand: cannot expand shape {} to {}", shape_str(in), shape_str(shape));
-  Tensor out = dispatch(x.dtype(), [&](auto t) {
+  Tensor out = dispatch_all(x.dtype(), [&](auto t) {
     using T = decltype(t);
     const auto& xa = x.data<T>();
     // Fast paths: one element (the gradient of a full sum), or a per-channel [1, C, 1, 1], a row or a column.
@@ -190,7 +181,7 @@ Tensor slice(const Tensor& x, int axis, std::ptrdiff_t start, std::ptrdiff_t end
   Shape out_shape = in;
   out_shape[a] = count;
   Tensor out = zeros(out_shape, x.dtype());
-  dispatch(x.dtype(), [&](auto t) {
+  dispatch_all(x.dtype(), [&](auto t) {
     using T = decltype(t);
     strided_rows(x.data_ptr<T>(), out.data_ptr<T>(), sp, first, st, count, false);
   });
@@ -225,7 +216,7 @@ Tensor index_select(const Tensor& x, int axis, const std::vector<std::size_t>& i
   Shape out_shape = in;
   out_shape[a] = index.size();
   Tensor out = zeros(out_shape, x.dtype());
-  dispatch(x.dtype(), [&](auto t) {
+  dispatch_all(x.dtype(), [&](auto t) {
     using T = decltype(t);
     const T* src = x.data_ptr<T>();
     T* dst = out.data_ptr<T>();
@@ -247,6 +238,148 @@ Tensor index_select(const Tensor& x, int axis, const std::vector<std::size_t>& i
         }
     });
     return Grads{gx};
+  });
+}
+
+namespace {
+// The entries of an int64/int32 index tensor in row-major order; a negative entry is an error (the callers
+// check the upper bound against the axis they index).
+std::vector<std::size_t> index_values(const Tensor& index, std::string_view op) {
+  if (!index.defined()) fail("{}: the index tensor is undefined", op);
+  if (!is_integral(index.dtype()))
+    fail("{}: the index must be an int64 (or int32) tensor, got {}; convert it with .to(xg::kInt64)", op,
+         index.dtype());
+  std::vector<std::size_t> out(index.numel());
+  dispatch_numeric(index.dtype(), [&](auto t) {
+    using T = decltype(t);
+    if constexpr (std::is_integral_v<T>) {
+      const T* p = index.data_ptr<T>();
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        if (p[i] < 0) fail("{}: index {} (entry {}) is negative; indices must be >= 0", op, p[i], i);
+        out[i] = static_cast<std::size_t>(p[i]);
+      }
+    }
+  });
+  return out;
+}
+
+// For gather/scatter_add: walks every position of `index` (shape ishape) and calls f(index_pos, self_pos) where
+// self_pos is the flat offset into a tensor of shape `self` at the same coordinates except coordinate `dim`,
+// which is the index value there (checked against self[dim]).
+template <class F>
+void for_each_indexed(const Shape& ishape, const std::vector<std::size_t>& idx, const Shape& self, std::size_t dim,
+                      std::string_view op, F f) {
+  const std::size_t nd = ishape.size();
+  std::vector<std::size_t> stride(nd, 1), coord(nd, 0);
+  for (std::size_t k = nd; k-- > 1;) stride[k - 1] = stride[k] * self[k];
+  for (std::size_t i = 0; i < idx.size(); ++i) {
+    if (idx[i] >= self[dim])
+      fail("{}: index {} is out of range for axis {} of size {} (shape {})", op, idx[i], dim, self[dim],
+           shape_str(self));
+    std::size_t off = 0;
+    for (std::size_t k = 0; k < nd; ++k) off += (k == dim ? idx[i] : coord[k]) * stride[k];
+    f(i, off);
+    for (std::size_t k = nd; k-- > 0;) {  // next coordinate of index, the last axis fastest
+      if (++coord[k] < ishape[k]) break;
+      coord[k] = 0;
+    }
+  }
+}
+
+std::size_t check_gather_shapes(const Shape& self, const Shape& ishape, int dim, std::string_view op,
+                                std::string_view other) {
+  if (self.empty()) fail("{}: cannot index a 0-d tensor", op);
+  const std::size_t d = normalize_axis(dim, self.size(), op, self);
+  if (ishape.size() != self.size())
+    fail("{}: the index has {} axes (shape {}) but the {} has {} (shape {}); they need the same number", op,
+         ishape.size(), shape_str(ishape), other, self.size(), shape_str(self));
+  for (std::size_t k = 0; k < self.size(); ++k)
+    if (k != d && ishape[k] > self[k])
+      fail("{}: the index's size {} on axis {} exceeds the {}'s size {} (index shape {}, {} shape {})", op,
+           ishape[k], k, other, self[k], shape_str(ishape), other, shape_str(self));
+  return d;
+}
+}  // namespace
+
+Tensor index_select(const Tensor& x, int axis, const Tensor& index) {
+  if (index.defined() && index.ndim() > 1)
+    fail("index_select: the index must be 1-d, got shape {}", shape_str(index.shape()));
+  return index_select(x, axis, index_values(index, "index_select"));
+}
+
+Tensor gather(const Tensor& input, int dim, const Tensor& index) {
+  if (!input.defined()) fail("gather: the input is undefined");
+  const Shape in = input.shape(), is = index.defined() ? index.shape() : Shape{};
+  const std::size_t d = check_gather_shapes(in, is, dim, "gather", "input");
+  const auto idx = index_values(index, "gather");
+  std::vector<std::size_t> src(idx.size());
+  for_each_indexed(is, idx, in, d, "gather", [&](std::size_t i, std::size_t off) { src[i] = off; });
+  Tensor out = dispatch_all(input.dtype(), [&](auto t) {
+    using T = decltype(t);
+    auto o = xt::xarray<T>::from_shape(is);
+    const T* p = input.data_ptr<T>();
+    for (std::size_t i = 0; i < src.size(); ++i) o.data()[i] = p[src[i]];
+    return Tensor(std::move(o));
+  });
+  // d/dinput: each output's gradient added at the element it was read from (scatter_add into zeros).
+  return record_op("gather", out, {input}, [in, src](const Tensor& g, const Needs&) {
+    Tensor gx = zeros(in, g.dtype());
+    dispatch(g.dtype(), [&](auto t) {
+      using T = decltype(t);
+      const T* pg = g.data_ptr<T>();
+      T* po = gx.data_ptr<T>();
+      for (std::size_t i = 0; i < src.size(); ++i) po[src[i]] += pg[i];
+    });
+    return Grads{gx};
+  });
+}
+
+Tensor scatter_add(const Tensor& input, int dim, const Tensor& index, const Tensor& src) {
+  if (!input.defined() || !src.defined()) fail("scatter_add: an input tensor is undefined");
+  detail::check_same_dtype(input, src, "scatter_add");
+  const Shape in = input.shape(), is = index.defined() ? index.shape() : Shape{}, ss = src.shape();
+  const std::size_t d = check_gather_shapes(in, is, dim, "scatter_add", "input");
+  check_gather_shapes(ss, is, dim, "scatter_add", "src");
+  for (std::size_t k = 0; k < is.size(); ++k)
+    if (k == d && is[k] > ss[k])
+      fail("scatter_add: the index's size {} on axis {} exceeds src's size {}", is[k], k, ss[k]);
+  const auto idx = index_values(index, "scatter_add");
+  std::vector<std::size_t> dst(idx.size()), from(idx.size());
+  for_each_indexed(is, idx, in, d, "scatter_add", [&](std::size_t i, std::size_t off) { dst[i] = off; });
+  {  // the element of src each index entry adds: same coordinates in src's shape
+    const std::size_t nd = is.size();
+    std::vector<std::size_t> stride(nd, 1), coord(nd, 0);
+    for (std::size_t k = nd; k-- > 1;) stride[k - 1] = stride[k] * ss[k];
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      std::size_t off = 0;
+      for (std::size_t k = 0; k < nd; ++k) off += coord[k] * stride[k];
+      from[i] = off;
+      for (std::size_t k = nd; k-- > 0;) {
+        if (++coord[k] < is[k]) break;
+        coord[k] = 0;
+      }
+    }
+  }
+  Tensor out = dispatch_numeric(input.dtype(), [&](auto t) {
+    using T = decltype(t);
+    auto o = xt::xarray<T>(input.data<T>());
+    const T* ps = src.data_ptr<T>();
+    for (std::size_t i = 0; i < dst.size(); ++i) o.data()[dst[i]] += ps[from[i]];
+    return Tensor(std::move(o));
+  }, "scatter_add");
+  // d/dinput = G; d/dsrc[j] = G at the element src[j] was added to (a gather of G), 0 where src was not read.
+  return record_op("scatter_add", out, {input, src}, [dst, from, ss](const Tensor& g, const Needs& n) {
+    Tensor gs;
+    if (n[1]) {
+      gs = zeros(ss, g.dtype());
+      dispatch(g.dtype(), [&](auto t) {
+        using T = decltype(t);
+        const T* pg = g.data_ptr<T>();
+        T* po = gs.data_ptr<T>();
+        for (std::size_t i = 0; i < dst.size(); ++i) po[from[i]] = pg[dst[i]];
+      });
+    }
+    return Grads{n[0] ? g : Tensor(), gs};
   });
 }
 
@@ -272,7 +405,7 @@ Tensor cat(const std::vector<Tensor>& xs, int axis) {
   }
   Tensor out = zeros(out_shape, xs[0].dtype());
   const Split3 sp = split_at(out_shape, a);
-  dispatch(out.dtype(), [&](auto t) {
+  dispatch_all(out.dtype(), [&](auto t) {
     using T = decltype(t);
     T* dst = out.data_ptr<T>();
     std::size_t offset = 0;
@@ -323,5 +456,6 @@ Tensor Tensor::slice(int a, std::ptrdiff_t s, std::ptrdiff_t e, std::ptrdiff_t s
   return xg::slice(*this, a, s, e, st);
 }
 Tensor Tensor::index_select(int a, const std::vector<std::size_t>& i) const { return xg::index_select(*this, a, i); }
+Tensor Tensor::index_select(int a, const Tensor& i) const { return xg::index_select(*this, a, i); }
 
 }  // namespace xg

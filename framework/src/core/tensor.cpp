@@ -26,8 +26,26 @@ std::uint64_t next_tensor_id() {
   return counter.fetch_add(1, std::memory_order_relaxed);
 }
 
+// "requires_grad: only floating-point tensors can require gradients (this one is int64) ...", as in PyTorch.
+void check_grad_dtype(Dtype d, bool requires_grad, std::string_view op) {
+  if (requires_grad && !is_floating_point(d))
+    fail("{}: only floating-point tensors can require gradients, and this one is {} (PyTorch: \"Only Tensors of "
+         "floating point dtype can require gradients\"); convert it first with .to(xg::kFloat32)",
+         op, dtype_name(d));
+}
+
+template <class T>
+std::shared_ptr<TensorImpl> make_impl(xt::xarray<T>&& a, bool requires_grad);
+
+// A tensor from an array of any dtype (requires_grad was checked against the dtype by the caller).
+template <class T>
+Tensor with_grad(xt::xarray<T>&& a, bool requires_grad) {
+  return Tensor(make_impl(std::move(a), requires_grad));
+}
+
 template <class T>
 std::shared_ptr<TensorImpl> make_impl(xt::xarray<T>&& a, bool requires_grad) {
+  check_grad_dtype(dtype_of<T>(), requires_grad, "Tensor");
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(std::move(a));
   impl->requires_grad = requires_grad;
@@ -55,13 +73,21 @@ std::size_t flat_offset(const Shape& shape, std::initializer_list<std::ptrdiff_t
 
 Tensor::Tensor(xt::xarray<float> a, bool requires_grad) : impl_(make_impl(std::move(a), requires_grad)) {}
 Tensor::Tensor(xt::xarray<double> a, bool requires_grad) : impl_(make_impl(std::move(a), requires_grad)) {}
+Tensor::Tensor(xt::xarray<std::int64_t> a) : impl_(make_impl(std::move(a), false)) {}
+Tensor::Tensor(xt::xarray<std::int32_t> a) : impl_(make_impl(std::move(a), false)) {}
+Tensor::Tensor(xt::xarray<bool> a) : impl_(make_impl(std::move(a), false)) {}
+
+void fail_not_floating(Dtype d, std::string_view what) {
+  fail("{} needs a floating-point tensor (float32 or float64) but got {}; convert it with .to(xg::kFloat32)", what,
+       dtype_name(d));
+}
 
 const TensorImpl& Tensor::checked() const {
   if (!impl_) fail("this Tensor is undefined (default-constructed or an absent gradient); check defined() first");
   return *impl_;
 }
 
-Dtype Tensor::dtype() const { return checked().storage->index() == 0 ? Dtype::Float32 : Dtype::Float64; }
+Dtype Tensor::dtype() const { return static_cast<Dtype>(checked().storage->index()); }
 
 Shape Tensor::shape() const {
   return std::visit([](const auto& a) { return Shape(a.shape().begin(), a.shape().end()); }, *checked().storage);
@@ -103,14 +129,22 @@ double Tensor::at(std::initializer_list<std::ptrdiff_t> index) const {
 
 void Tensor::set(std::initializer_list<std::ptrdiff_t> index, double value) {
   const auto off = flat_offset(shape(), index, "set");
-  std::visit([&](auto& a) { a.data()[off] = static_cast<typename std::decay_t<decltype(a)>::value_type>(value); },
-             *impl_->storage);
+  std::visit(
+      [&](auto& a) {
+        using T = typename std::decay_t<decltype(a)>::value_type;
+        if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+          if (!std::isfinite(value))
+            fail("set: cannot store {} in an {} tensor (integers have no NaN or infinity)", value, dtype());
+        a.data()[off] = static_cast<T>(value);
+      },
+      *impl_->storage);
 }
 
 // ---- autograd state --------------------------------------------------------------------------------------
 bool Tensor::requires_grad() const { return checked().requires_grad; }
 
 Tensor& Tensor::requires_grad_(bool on) {
+  check_grad_dtype(dtype(), on, "requires_grad_()");
   if (!is_leaf())
     fail("requires_grad_(): only leaves can change requires_grad; this tensor was produced by '{}'. "
          "Use .detach().requires_grad_() for a new leaf",
@@ -184,11 +218,22 @@ const std::string& Tensor::label() const { return checked().label; }
 // ---- conversion -------------------------------------------------------------------------------------------
 Tensor Tensor::to(Dtype d) const {
   if (d == dtype()) return *this;
-  Tensor out = dispatch(d, [&](auto t) {
+  Tensor out = dispatch_all(d, [&](auto t) {
     using T = decltype(t);
-    return Tensor(to_xarray<T>());
+    if constexpr (std::is_same_v<T, bool>) {  // `!= 0` (so a NaN is true, as in PyTorch)
+      return std::visit(
+          [](const auto& a) {
+            auto o = xt::xarray<bool>::from_shape(a.shape());
+            for (std::size_t i = 0; i < a.size(); ++i) o.data()[i] = a.data()[i] != 0;
+            return Tensor(std::move(o));
+          },
+          *checked().storage);
+    } else {
+      return Tensor(to_xarray<T>());
+    }
   });
   const Dtype from = dtype();
+  if (!xg::is_floating_point(d) || !xg::is_floating_point(from)) return out;  // nothing to differentiate (PyTorch alike)
   return record_op("to", out, {*this}, [from](const Tensor& g, const std::vector<bool>&) {
     return std::vector<Tensor>{g.to(from)};
   });
@@ -203,11 +248,15 @@ Tensor Tensor::clone() const {
 
 // ---- factories ----------------------------------------------------------------------------------------
 Tensor full(const Shape& shape, double value, Dtype dtype, bool requires_grad) {
-  return dispatch(dtype, [&](auto t) {
+  check_grad_dtype(dtype, requires_grad, "full");
+  if (!is_floating_point(dtype) && !std::isfinite(value))
+    fail("full: cannot fill an {} tensor with {} (integers and bools have no NaN or infinity)", dtype_name(dtype),
+         value);
+  return dispatch_all(dtype, [&](auto t) {
     using T = decltype(t);
     xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
     std::fill(a.begin(), a.end(), static_cast<T>(value));
-    return Tensor(std::move(a), requires_grad);
+    return with_grad(std::move(a), requires_grad);
   });
 }
 Tensor zeros(const Shape& shape, Dtype dtype, bool requires_grad) { return full(shape, 0.0, dtype, requires_grad); }
@@ -217,8 +266,11 @@ Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
 Tensor full_like(const Tensor& t, double value) { return full(t.shape(), value, t.dtype()); }
 Tensor empty(const Shape& shape, Dtype dtype, bool requires_grad) {
 #ifdef XGRAD_POISON_EMPTY
+  if (!is_floating_point(dtype)) return full(shape, 0.0, dtype, requires_grad);
   return full(shape, std::numeric_limits<double>::quiet_NaN(), dtype, requires_grad);
 #else
+  check_grad_dtype(dtype, requires_grad, "empty");
+  if (!is_floating_point(dtype)) return full(shape, 0.0, dtype);  // no NaN to poison with; zeros are cheap enough
   return dispatch(dtype, [&](auto t) {
     using T = decltype(t);
     return Tensor(xt::xarray<T>::from_shape(shape), requires_grad);
@@ -233,7 +285,7 @@ Tensor arange(double start, double end, double step, Dtype dtype) {
   if ((end - start) / step < 0)
     fail("arange: empty range from {} to {} with step {} (the step's sign points away from end)", start, end, step);
   const auto n = static_cast<std::size_t>(std::ceil((end - start) / step));
-  return dispatch(dtype, [&](auto t) {
+  return dispatch_numeric(dtype, [&](auto t) {
     using T = decltype(t);
     xt::xarray<T> a = xt::xarray<T>::from_shape({n});
     for (std::size_t i = 0; i < n; ++i) a(i) = static_cast<T>(start + static_cast<double>(i) * step);
@@ -243,7 +295,7 @@ Tensor arange(double start, double end, double step, Dtype dtype) {
 Tensor arange(double end, Dtype dtype) { return arange(0.0, end, 1.0, dtype); }
 
 Tensor linspace(double start, double end, std::size_t steps, Dtype dtype) {
-  return dispatch(dtype, [&](auto t) {
+  return dispatch_numeric(dtype, [&](auto t) {
     using T = decltype(t);
     xt::xarray<T> a = xt::xarray<T>::from_shape({steps});
     for (std::size_t i = 0; i < steps; ++i)
@@ -256,7 +308,7 @@ Tensor linspace(double start, double end, std::size_t steps, Dtype dtype) {
 Tensor eye(std::size_t n, std::optional<std::size_t> m, Dtype dtype) {
   const std::size_t cols = m.value_or(n);
   Tensor t = zeros({n, cols}, dtype);
-  dispatch(dtype, [&](auto v) {
+  dispatch_all(dtype, [&](auto v) {
     using T = decltype(v);
     T* p = t.data_ptr<T>();
     for (std::size_t i = 0; i < std::min(n, cols); ++i) p[i * cols + i] = T(1);
@@ -268,11 +320,18 @@ Tensor from_vector(const std::vector<double>& values, const Shape& shape, Dtype 
   if (numel_of(shape) != values.size())
     fail("from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape_str(shape),
          numel_of(shape));
-  return dispatch(dtype, [&](auto t) {
+  check_grad_dtype(dtype, requires_grad, "from_vector");
+  return dispatch_all(dtype, [&](auto t) {
     using T = decltype(t);
     xt::xarray<T> a = xt::xarray<T>::from_shape(shape);
-    std::copy(values.begin(), values.end(), a.begin());
-    return Tensor(std::move(a), requires_grad);
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+      for (std::size_t i = 0; i < values.size(); ++i)
+        if (!std::isfinite(values[i]) || values[i] != std::trunc(values[i]))
+          fail("from_vector: value {} (index {}) is not an integer, so it cannot go into an {} tensor", values[i],
+               i, dtype_name(dtype));
+    }
+    std::transform(values.begin(), values.end(), a.begin(), [](double v) { return static_cast<T>(v); });
+    return with_grad(std::move(a), requires_grad);
   });
 }
 Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool requires_grad) {
@@ -282,6 +341,24 @@ Tensor from_vector(const std::vector<float>& values, const Shape& shape, bool re
   xt::xarray<float> a = xt::xarray<float>::from_shape(shape);
   std::copy(values.begin(), values.end(), a.begin());
   return Tensor(std::move(a), requires_grad);
+}
+
+Tensor from_vector(const std::vector<std::int64_t>& values, const Shape& shape) {
+  if (numel_of(shape) != values.size())
+    fail("from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape_str(shape),
+         numel_of(shape));
+  xt::xarray<std::int64_t> a = xt::xarray<std::int64_t>::from_shape(shape);
+  std::copy(values.begin(), values.end(), a.begin());
+  return Tensor(std::move(a));
+}
+Tensor from_vector(const std::vector<std::size_t>& values, const Shape& shape) {
+  std::vector<std::int64_t> v(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()))
+      fail("from_vector: value {} (index {}) does not fit in int64", values[i], i);
+    v[i] = static_cast<std::int64_t>(values[i]);
+  }
+  return from_vector(v, shape);
 }
 
 Tensor from_vector(std::initializer_list<double> values, const Shape& shape, Dtype dtype, bool requires_grad) {

@@ -305,7 +305,8 @@ Batch DataLoader::make_batch(std::size_t batch_index) const {
   std::vector<std::size_t> idx(order_.begin() + static_cast<std::ptrdiff_t>(lo),
                                order_.begin() + static_cast<std::ptrdiff_t>(hi));
   Dataset d = ds_.subset(idx);
-  return Batch{d.images, std::move(d.labels)};
+  Tensor targets = from_vector(d.labels, {d.labels.size()});  // int64, what cross_entropy takes (PyTorch's target)
+  return Batch{d.images, std::move(d.labels), std::move(targets)};
 }
 
 Batch DataLoader::next() {

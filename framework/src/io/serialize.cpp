@@ -111,8 +111,10 @@ std::string npy_bytes(const Tensor& t, const std::string& name, const char* fn) 
   for (std::size_t i = 0; i < t.ndim(); ++i) shape += fmt::format("{}{}", i ? ", " : "", t.shape()[i]);
   if (t.ndim() == 1) shape += ",";  // a Python 1-tuple
   shape += ")";
-  std::string header = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-                                   t.dtype() == kFloat32 ? "<f4" : "<f8", shape);
+  const Dtype d = t.dtype();
+  const char* descr = d == kFloat32 ? "<f4" : d == kFloat64 ? "<f8" : d == kInt64 ? "<i8" : d == kInt32 ? "<i4" : "|b1";
+  std::string header =
+      fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr, shape);
   // Pad with spaces + '\n' so that preamble (10 bytes) + header is a multiple of 64 (numpy's alignment).
   const std::size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
@@ -122,8 +124,9 @@ std::string npy_bytes(const Tensor& t, const std::string& name, const char* fn) 
   std::string out("\x93NUMPY\x01\x00", 8);
   put_u16(out, static_cast<std::uint16_t>(header.size()));
   out += header;
-  dispatch(t.dtype(), [&](auto v) {
+  dispatch_all(t.dtype(), [&](auto v) {  // bool is one byte 0/1, numpy's '|b1'
     using T = decltype(v);
+    static_assert(sizeof(bool) == 1);
     if (t.numel() > 0) out.append(reinterpret_cast<const char*>(t.data_ptr<T>()), t.numel() * sizeof(T));
   });
   return out;
@@ -242,7 +245,9 @@ class HeaderParser {
   std::size_t i_ = 0;
 };
 
-// Element kinds we accept: floats as they are, integers and bools converted to float64.
+// Element kinds we accept, each loaded as the xgrad dtype that holds it exactly: '<f4' float32, '<f8' float64,
+// '<i8' int64, '<i4' int32, '|b1' bool; the narrower integers numpy has and xgrad has not (int8, int16, uint8,
+// uint16) as int32, uint32 as int64, and uint64 as int64 (a value beyond int64's range is an error).
 struct ElementType {
   char kind;  // 'f', 'i', 'u', 'b'
   std::size_t size;
@@ -251,8 +256,8 @@ struct ElementType {
 
 ElementType element_type(const std::string& descr, const std::string& where) {
   auto unsupported = [&]() {
-    fail("load_npy: {} holds dtype '{}', which xgrad cannot load (supported: float32 '<f4', float64 '<f8', and "
-         "integer/bool types, loaded as float64)",
+    fail("load_npy: {} holds dtype '{}', which xgrad cannot load (supported: float32 '<f4', float64 '<f8', int64 "
+         "'<i8', int32 '<i4', bool '|b1', and the other integer types, loaded as int32/int64)",
          where, descr);
   };
   if (descr.size() < 3) unsupported();
@@ -269,6 +274,38 @@ ElementType element_type(const std::string& descr, const std::string& where) {
                   (kind == 'b' && size == 1);
   if (!ok) unsupported();
   return {kind, size, order == '>' && size > 1};
+}
+
+// The dtype a file's element type loads as (see ElementType).
+Dtype load_dtype(const ElementType& e) {
+  if (e.kind == 'f') return e.size == 4 ? kFloat32 : kFloat64;
+  if (e.kind == 'b') return kBool;
+  if (e.kind == 'i') return e.size == 8 ? kInt64 : kInt32;
+  return e.size >= 4 ? kInt64 : kInt32;  // 'u'
+}
+
+// One integer element of the raw data, exactly (uint64 beyond int64's range is an error).
+std::int64_t element_int(const unsigned char* p, const ElementType& e, const std::string& where) {
+  unsigned char b[8] = {};
+  const std::size_t n = std::min<std::size_t>(e.size, sizeof b);
+  std::memcpy(b, p, n);
+  if (e.big_endian)
+    for (std::size_t i = 0; i < n / 2; ++i) std::swap(b[i], b[n - 1 - i]);
+  auto as = [&](auto v) {
+    std::memcpy(&v, b, sizeof v);
+    return v;
+  };
+  if (e.kind == 'b') return b[0] != 0;
+  if (e.kind == 'i')
+    return e.size == 1 ? as(std::int8_t{}) : e.size == 2 ? as(std::int16_t{}) : e.size == 4 ? as(std::int32_t{})
+                                                                                       : as(std::int64_t{});
+  if (e.size == 8) {
+    const std::uint64_t v = as(std::uint64_t{});
+    if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      fail("load_npy: {} holds the uint64 value {}, beyond int64's range (xgrad has no uint64 dtype)", where, v);
+    return static_cast<std::int64_t>(v);
+  }
+  return e.size == 1 ? as(std::uint8_t{}) : e.size == 2 ? as(std::uint16_t{}) : as(std::uint32_t{});
 }
 
 // One element of the raw data as double.
@@ -299,14 +336,20 @@ double element_at(const unsigned char* p, const ElementType& e) {
 }
 
 template <class T>
-Tensor make_tensor(const unsigned char* data, const ElementType& e, const NpyHeader& h, std::size_t n) {
+Tensor make_tensor(const unsigned char* data, const ElementType& e, const NpyHeader& h, std::size_t n,
+                   const std::string& where) {
   xt::xarray<T> a = xt::xarray<T>::from_shape(h.shape);
   T* out = a.data();
+  auto element_at = [&](const unsigned char* p) {
+    if constexpr (std::is_floating_point_v<T>) return static_cast<T>(::xg::element_at(p, e));
+    else return static_cast<T>(element_int(p, e, where));
+  };
+  const char kind = std::is_same_v<T, bool> ? 'b' : std::is_floating_point_v<T> ? 'f' : 'i';
   if (!h.fortran_order) {
-    if (e.kind == 'f' && e.size == sizeof(T) && !e.big_endian) {
+    if (e.kind == kind && e.size == sizeof(T) && !e.big_endian && e.kind != 'b') {
       if (n > 0) std::memcpy(out, data, n * sizeof(T));  // (an empty array may have no buffer at all)
     } else {
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<T>(element_at(data + i * e.size, e));
+      for (std::size_t i = 0; i < n; ++i) out[i] = element_at(data + i * e.size);
     }
     return Tensor(std::move(a));
   }
@@ -318,7 +361,7 @@ Tensor make_tensor(const unsigned char* data, const ElementType& e, const NpyHea
   for (std::size_t i = 0; i < n; ++i) {
     std::size_t src = 0;
     for (std::size_t k = 0; k < nd; ++k) src += index[k] * fstride[k];
-    out[i] = static_cast<T>(element_at(data + src * e.size, e));
+    out[i] = element_at(data + src * e.size);
     for (std::size_t k = nd; k-- > 0;) {  // next C-order index: the last axis fastest
       if (++index[k] < h.shape[k]) break;
       index[k] = 0;
@@ -366,8 +409,7 @@ Tensor parse_npy(const Bytes& b) {
     fail("load_npy: {} is corrupt: {} unexpected bytes after the data of shape {}", b.where, have - need,
          shape_str(h.shape));
   const unsigned char* data = b.data + data_start;
-  if (e.kind == 'f' && e.size == 4) return make_tensor<float>(data, e, h, n);
-  return make_tensor<double>(data, e, h, n);
+  return dispatch_all(load_dtype(e), [&](auto t) { return make_tensor<decltype(t)>(data, e, h, n, b.where); });
 }
 
 // ---- .npz: zip archives through libzip -----------------------------------------------------------------------

@@ -12,11 +12,13 @@ constexpr std::size_t kSummariseAbove = 1000;  // PyTorch's default threshold
 constexpr std::size_t kEdgeItems = 3;
 
 struct NumberStyle {
-  enum Kind { Integer, Fixed, Scientific } kind = Fixed;
+  enum Kind { Integer, Fixed, Scientific, Int, Bool } kind = Fixed;  // Int, Bool: integer and bool dtypes
   std::size_t width = 0;
 };
 
 std::string format_number(double v, const NumberStyle& s) {
+  if (s.kind == NumberStyle::Bool) return v != 0 ? "True" : "False";    // PyTorch: tensor([ True, False])
+  if (s.kind == NumberStyle::Int) return fmt::format("{}", static_cast<long long>(v));  // tensor([1, 2])
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
   switch (s.kind) {
@@ -111,7 +113,11 @@ std::string to_string(const Tensor& t) {
     max_abs = std::max(max_abs, std::abs(x));
     min_abs = std::min(min_abs, std::abs(x));
   }
-  if (all_int)
+  if (t.dtype() == kBool)
+    style.kind = NumberStyle::Bool;
+  else if (is_integral(t.dtype()))
+    style.kind = NumberStyle::Int;
+  else if (all_int)
     style.kind = max_abs > 1e8 ? NumberStyle::Scientific : NumberStyle::Integer;
   else if (max_abs > 1e8 || min_abs < 1e-4 || max_abs / min_abs > 1e3)
     style.kind = NumberStyle::Scientific;

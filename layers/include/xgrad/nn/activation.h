@@ -26,4 +26,27 @@ class Tanh : public Module {
   Tensor forward(const Tensor& input) override;
 };
 
+/// softmax(x, dim) as a module, to end a Sequential (PyTorch: nn.Softmax(dim)). Feed its output to a loss
+/// that takes probabilities; CrossEntropyLoss wants the logits (it applies log_softmax itself).
+class Softmax : public Module {
+ public:
+  explicit Softmax(int dim) : dim_(dim) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  int dim_;
+};
+
+/// log_softmax(x, dim) as a module (PyTorch: nn.LogSoftmax(dim)); with NLLLoss it equals CrossEntropyLoss.
+class LogSoftmax : public Module {
+ public:
+  explicit LogSoftmax(int dim) : dim_(dim) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  int dim_;
+};
+
 }  // namespace xg::nn

@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "xgrad/nn/functional.h"
 #include "xgrad/nn/module.h"
 #include "xgrad/nn/options.h"
 
@@ -94,6 +95,10 @@ class BatchNormBase : public Module {
   const std::string& batch_statistics_tag() const { return stats_tag_; }
 
   const BatchNormOptions& options() const { return options_; }
+  /// The batch statistics (mean, biased var [C], count per channel) of the last forward that normalised with
+  /// batch statistics, from the computation itself (both impls; no extra pass). Empty before the first one, and
+  /// after a forward through an installed BatchStatisticsFn (SyncBatchNorm: the statistics are not this rank's).
+  const functional::BatchStats& last_batch_stats() const { return last_batch_stats_; }
   /// The implementation the next forward will use (options().impl() or the global default).
   BatchNormImpl impl() const;
   void pretty_print(std::ostream& os) const override;
@@ -116,6 +121,7 @@ class BatchNormBase : public Module {
   bool update_running_stats_ = true;
   BatchStatisticsFn stats_fn_;
   std::string stats_tag_;
+  functional::BatchStats last_batch_stats_;
 };
 
 /// BatchNorm over [N, C] (features) or [N, C, L] (sequences): statistics over N (and L).

@@ -49,14 +49,30 @@ using xg::avg_pool2d;
 /// (p = 1 gives zeros); not training (or p = 0), returns the input itself. The mask is drawn from `gen`
 /// (default_generator() if null), so a seeded generator gives the same mask every run. p must be in [0, 1].
 Tensor dropout(const Tensor& input, double p = 0.5, bool training = true, Generator* gen = nullptr);
+/// Dropout with a given mask (to replay another framework's run, or fix the mask of an MC-dropout study):
+/// input·mask/(1-p), mask a bool (or 0/1 floating) tensor that broadcasts to the input. p in [0, 1); the
+/// gradient is G·mask/(1-p).
+Tensor dropout(const Tensor& input, const Tensor& mask, double p);
+
+/// max_pool2d with the winners' positions (PyTorch: F.max_pool2d(..., return_indices=True)), and its partial
+/// inverse (xg::max_pool2d_with_indices, xg::max_unpool2d, xg::adaptive_avg_pool2d).
+using xg::adaptive_avg_pool2d;
+using xg::max_pool2d_with_indices;
+using xg::max_unpool2d;
+
+/// The fraction of rows whose arg-max over axis 1 equals the label: logits [N, C], labels int64 [N] (or the
+/// std::vector of class indices). A float64 0-d tensor, not differentiable. (Keras' "accuracy" metric.)
+Tensor accuracy(const Tensor& logits, const Tensor& labels);
+Tensor accuracy(const Tensor& logits, const std::vector<std::size_t>& labels);
 
 // ---- losses ----------------------------------------------------------------------------------------------
 /// Negative log-likelihood of class indices: loss_i = -log_probs[i, target_i].
 ///   log_probs [N, C] (or [N, C, d1, ...] with target [N, d1, ...], or [C] with a single target);
-///   target: class indices as a Tensor (integral values in [0, C), any float dtype) or a std::vector.
-/// Reduction::Mean averages over all N·d1·... losses. A target outside [0, C) or not an integer is an error
-/// naming its position and value.
-///   nll_loss(log_probs, const Tensor& target, Reduction reduction = Reduction::Mean)
+///   target: class indices as an int64 Tensor (int32, or floats holding whole numbers, are accepted) or a
+///   std::vector. Targets equal to ignore_index contribute 0.
+/// Reduction::Mean averages over the N·d1·... losses whose target is not ignored. A target outside [0, C) (and
+/// not ignore_index) or not an integer is an error naming its position and value.
+///   nll_loss(log_probs, const Tensor& target, Reduction reduction = Reduction::Mean, int64 ignore_index = -100)
 ///   nll_loss(log_probs, const std::vector<std::size_t>& target, Reduction reduction = Reduction::Mean)
 using xg::nll_loss;
 /// Braced class indices, `nll_loss(lp, {2, 0})` (otherwise ambiguous between the two forms above).
@@ -67,7 +83,9 @@ inline Tensor nll_loss(const Tensor& log_probs, std::initializer_list<std::size_
 
 /// Cross-entropy from raw scores (logits): nll_loss(log_softmax(logits, 1), target). Stable for any logits
 /// (log_softmax subtracts the row max). Shapes and targets as nll_loss. (xg::cross_entropy_loss.)
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean);
+/// With an int64 target tensor, ignore_index and label_smoothing as PyTorch (see xg::cross_entropy_loss).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduction = Reduction::Mean,
+                     std::int64_t ignore_index = -100, double label_smoothing = 0.0);
 Tensor cross_entropy(const Tensor& logits, const std::vector<std::size_t>& target,
                      Reduction reduction = Reduction::Mean);
 inline Tensor cross_entropy(const Tensor& logits, std::initializer_list<std::size_t> target,
@@ -97,9 +115,17 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction =
 /// running_mean and running_var are taken by value: they are handles to the caller's buffers, which are
 /// written in place (PyTorch takes const Tensor&, whose constness is the handle's; in xgrad a const Tensor
 /// gives read-only data, so a buffer that is written is not passed as one).
+/// The batch statistics a training forward normalised with, per channel (detached, the input's dtype): mean [C],
+/// var [C] the BIASED variance, count = m the values per channel. For probes: no extra pass computes them.
+struct BatchStats {
+  Tensor mean;
+  Tensor var;
+  std::size_t count = 0;
+};
+/// `stats`, if given, receives the batch statistics of a training call (untouched otherwise).
 Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), bool training = false, double exponential_average_factor = 0.1,
-                  double eps = 1e-5);
+                  double eps = 1e-5, BatchStats* stats = nullptr);
 
 /// The same maths and arguments as batch_norm, as ONE graph node backed by the hand-fused kernels of
 /// xgrad/kernels/batchnorm.h (SIMD, threaded, deterministic): xg::native_batch_norm after check_batch_norm_args.
@@ -109,7 +135,7 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var, 
 /// tolerances in docs/batchnorm-fused.md.
 Tensor batch_norm_fused(const Tensor& input, Tensor running_mean, Tensor running_var,
                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
-                        double exponential_average_factor = 0.1, double eps = 1e-5);
+                        double exponential_average_factor = 0.1, double eps = 1e-5, BatchStats* stats = nullptr);
 
 /// Validates batch_norm's arguments (shapes, dtypes, eps, exponential_average_factor, more than one value per
 /// channel when training, running stats when not) with the errors both implementations share.

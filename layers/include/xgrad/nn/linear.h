@@ -55,6 +55,19 @@ class Flatten : public Module {
   FlattenOptions options_;
 };
 
+/// Splits axis `dim` into `sizes` (PyTorch: nn.Unflatten(dim, sizes)): Unflatten(1, {16, 4, 4}) turns [N, 256]
+/// into [N, 16, 4, 4]. One entry of sizes may be -1 (inferred).
+class Unflatten : public Module {
+ public:
+  Unflatten(int dim, std::vector<std::ptrdiff_t> sizes) : dim_(dim), sizes_(std::move(sizes)) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  int dim_;
+  std::vector<std::ptrdiff_t> sizes_;
+};
+
 /// Returns its input unchanged (a placeholder, e.g. to switch BatchNorm off without changing the names).
 class Identity : public Module {
  public:

@@ -16,14 +16,22 @@ namespace xg::nn {
 struct LossOptions {
   XG_ARG(Reduction, reduction) = Reduction::Mean;
 };
-using CrossEntropyLossOptions = LossOptions;
+/// CrossEntropyLoss's options: the reduction and, as PyTorch, ignore_index (targets that contribute 0 and are
+/// not counted by the mean) and label_smoothing in [0, 1] (see xg::cross_entropy_loss).
+struct CrossEntropyLossOptions {
+  CrossEntropyLossOptions() = default;
+  CrossEntropyLossOptions(const LossOptions& o) : reduction_(o.reduction()) {}  // NOLINT: the shared options
+  XG_ARG(Reduction, reduction) = Reduction::Mean;
+  XG_ARG(std::int64_t, ignore_index) = -100;
+  XG_ARG(double, label_smoothing) = 0.0;
+};
 using NLLLossOptions = LossOptions;
 using MSELossOptions = LossOptions;
 
 /// Cross-entropy from logits [N, C] and class indices [N] (functional::cross_entropy).
 class CrossEntropyLoss : public Module {
  public:
-  explicit CrossEntropyLoss(const LossOptions& options = {}) : options_(options) {}
+  explicit CrossEntropyLoss(const CrossEntropyLossOptions& options = {}) : options_(options) {}
   Tensor forward(const Tensor& logits, const Tensor& target);
   Tensor forward(const Tensor& logits, const std::vector<std::size_t>& target);
   Tensor forward(const Tensor& logits, std::initializer_list<std::size_t> target) {
@@ -32,7 +40,7 @@ class CrossEntropyLoss : public Module {
   void pretty_print(std::ostream& os) const override;
 
  private:
-  LossOptions options_;
+  CrossEntropyLossOptions options_;
 };
 
 /// Negative log-likelihood from log-probabilities [N, C] and class indices [N] (functional::nll_loss).

@@ -17,6 +17,9 @@ struct Pool2dOptions {
   XG_ARG(Size2, padding) = 0;
   /// AvgPool2d only: divide by kH·kW even where the window covers padding (PyTorch's default).
   XG_ARG(bool, count_include_pad) = true;
+  /// MaxPool2d only: also compute the winners' positions, read with MaxPool2d::forward_with_indices (PyTorch's
+  /// return_indices=True; forward() alone returns the values).
+  XG_ARG(bool, return_indices) = false;
 };
 using MaxPool2dOptions = Pool2dOptions;
 using AvgPool2dOptions = Pool2dOptions;
@@ -27,10 +30,38 @@ class MaxPool2d : public Module {
   explicit MaxPool2d(const MaxPool2dOptions& options);
   explicit MaxPool2d(Size2 kernel_size) : MaxPool2d(MaxPool2dOptions(kernel_size)) {}
   Tensor forward(const Tensor& input) override;
+  /// {values, indices (int64 [N, C, Ho, Wo], flat r·W + c in each plane)}: what MaxUnpool2d takes.
+  std::pair<Tensor, Tensor> forward_with_indices(const Tensor& input);
+  void pretty_print(std::ostream& os) const override;
+  const Pool2dOptions& options() const { return options_; }
+
+ private:
+  Pool2dOptions options_;
+};
+
+/// functional::max_unpool2d as a module: forward(values, indices[, output_size]) -> [N, C, H, W], zeros except
+/// at the indices (PyTorch: nn.MaxUnpool2d). Options as MaxPool2d's (kernel_size, stride, padding).
+class MaxUnpool2d : public Module {
+ public:
+  explicit MaxUnpool2d(const Pool2dOptions& options) : options_(options) {}
+  explicit MaxUnpool2d(Size2 kernel_size) : MaxUnpool2d(Pool2dOptions(kernel_size)) {}
+  Tensor forward(const Tensor& input, const Tensor& indices, std::optional<Size2> output_size = std::nullopt);
   void pretty_print(std::ostream& os) const override;
 
  private:
   Pool2dOptions options_;
+};
+
+/// functional::adaptive_avg_pool2d as a module: any [N, C, H, W] -> [N, C, oh, ow] (PyTorch:
+/// nn.AdaptiveAvgPool2d; AdaptiveAvgPool2d(1) is global average pooling).
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(Size2 output_size) : output_size_(output_size) {}
+  Tensor forward(const Tensor& input) override;
+  void pretty_print(std::ostream& os) const override;
+
+ private:
+  Size2 output_size_;
 };
 
 /// functional::avg_pool2d as a module.
