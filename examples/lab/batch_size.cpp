@@ -119,21 +119,21 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
   for (std::size_t i = 0; i < cfg.batches.size(); ++i)
     if (cfg.batches[i] == 32) ref = i;
   const std::size_t small = std::min_element(cfg.batches.begin(), cfg.batches.end()) - cfg.batches.begin();
-  auto rise = [&](std::size_t a) { return band_of(err[a][small]).mean - band_of(err[a][ref]).mean; };
+  auto rise = [&](std::size_t a) { return spread(err[a][small]).mean - spread(err[a][ref]).mean; };
   std::string verdict = fmt::format("Batch size (Wu & He Fig. 1, {}): test error at batch {} vs {} —", data_name,
                                     cfg.batches[small], cfg.batches[ref]);
   for (std::size_t a = 0; a < cfg.arms.size(); ++a)
-    verdict += fmt::format(" {} {} → {} ({:+.1f} points){}", arm_title(cfg.arms[a]), percent(band_of(err[a][ref]).mean),
-                           percent(band_of(err[a][small]).mean), 100 * rise(a), a + 1 < cfg.arms.size() ? ";" : ".");
+    verdict += fmt::format(" {} {} → {} ({:+.1f} points){}", arm_title(cfg.arms[a]), percent(spread(err[a][ref]).mean),
+                           percent(spread(err[a][small]).mean), 100 * rise(a), a + 1 < cfg.arms.size() ? ";" : ".");
   const std::ptrdiff_t bn = arm_index("bn"), gn = arm_index("gn");
   std::string claim = "not tested (needs the bn and gn arms)";
   if (bn >= 0 && gn >= 0 && small != ref) {
-    const Band b = band_of(err[bn][small]), g = band_of(err[gn][small]);
+    const Spread b = spread(err[bn][small]), g = spread(err[gn][small]);
     const double rb = rise(bn), rg = rise(gn);
     if (rb > rg + 0.01 && cfg.seeds == 1)
       claim = fmt::format("holds on one seed (no spread to judge): BN's error rises {:.1f} points more than GN's",
                           100 * (rb - rg));
-    else if (rb > rg + 0.01 && b.lo > g.hi)
+    else if (rb > rg + 0.01 && b.min > g.max)
       claim = fmt::format("HOLDS: BN's error rises {:.1f} points more than GN's as the batch shrinks, and at batch {} "
                           "every BN seed is worse than every GN seed",
                           100 * (rb - rg), cfg.batches[small]);

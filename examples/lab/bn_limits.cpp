@@ -84,40 +84,25 @@ LimitsRun train_limits(Net& net, const xg::data::Dataset& train, std::size_t bat
   return run;
 }
 
-std::string dataset_name(const Lab& lab) {
-  fs::path p(lab.options().data);
-  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "data/" -> "data"
-  return p.empty() ? lab.options().data : p.filename().string();
-}
-
-Band band_of(const std::vector<double>& v) {
-  Band b{0, INFINITY, -INFINITY};
-  for (double e : v) {
-    b.mean += e / static_cast<double>(v.size());
-    b.lo = std::min(b.lo, e);
-    b.hi = std::max(b.hi, e);
-  }
-  return b;
-}
 
 std::string band_cell(const std::vector<double>& seeds) {
-  const Band b = band_of(seeds);
-  return seeds.size() > 1 ? fmt::format("{} ({}–{})", percent(b.mean), percent(b.lo), percent(b.hi)) : percent(b.mean);
+  const Spread b = spread(seeds);
+  return seeds.size() > 1 ? fmt::format("{} ({}–{})", percent(b.mean), percent(b.min), percent(b.max)) : percent(b.mean);
 }
 
 void add_band_curve(Panel& p, const std::vector<std::size_t>& x, const std::vector<std::vector<double>>& per_x,
                     const std::string& title, const std::string& color, const std::string& style) {
   std::vector<double> xs, m, lo, hi;
-  bool spread = false;
+  bool several = false;
   for (std::size_t i = 0; i < x.size(); ++i) {
-    const Band b = band_of(per_x[i]);
+    const Spread b = spread(per_x[i]);
     xs.push_back(static_cast<double>(x[i]));
     m.push_back(b.mean);
-    lo.push_back(b.lo);
-    hi.push_back(b.hi);
-    spread = spread || per_x[i].size() > 1;
+    lo.push_back(b.min);
+    hi.push_back(b.max);
+    several = several || per_x[i].size() > 1;
   }
-  if (spread) p.series.push_back({"", xs, lo, hi, "band", "fs transparent solid 0.12 noborder lc rgb " + color});
+  if (several) p.series.push_back({"", xs, lo, hi, "band", "fs transparent solid 0.12 noborder lc rgb " + color});
   p.series.push_back({title, xs, m, {}, "linespoints", style + "lw 2 pt 7 lc rgb " + color});
 }
 

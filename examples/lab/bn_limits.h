@@ -18,6 +18,7 @@
 
 #include "experiment.h"
 #include "nets.h"
+#include "why_bn.h"  // Spread / spread(): mean and min–max over seeds
 
 namespace CLI {
 class App;
@@ -53,14 +54,7 @@ LimitsRun train_limits(Net& net, const xg::data::Dataset& train, std::size_t bat
                        std::uint64_t shuffle_seed, Progress& progress, const std::string& status,
                        const std::function<void(std::size_t)>& after_step = {});
 
-/// The dataset's name for titles and reports: the last component of --data ("fashion-mnist").
-std::string dataset_name(const Lab& lab);
 
-/// Mean and min–max over seeds.
-struct Band {
-  double mean = 0, lo = 0, hi = 0;
-};
-Band band_of(const std::vector<double>& v);
 /// A table cell for one point's seeds: "81.2% (80.9%–81.5%)", or "81.2%" for one seed.
 std::string band_cell(const std::vector<double>& seeds);
 /// A curve over x (one entry of `per_x` per x: the seeds' values): its min–max band (with more than one seed),

@@ -183,7 +183,7 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
   Figure fig{"convergence",
              fmt::format("Ioffe & Szegedy Figure 1 on {}: MLP 784-100-100-100-10 sigmoid, batch 60 (accuracy: mean and "
                          "min–max over {} seed(s); percentiles: seed {})",
-                         fs::path(lab.options().data).filename().string(), cfg.seeds, lab.run_seed(0)),
+                         dataset_name(lab), cfg.seeds, lab.run_seed(0)),
              1, 3, 1500, 460, {}};
   Panel a;
   a.title = "(a) test accuracy";

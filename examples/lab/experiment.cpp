@@ -179,4 +179,10 @@ fs::path Lab::finish() {
   return out_ / "report.md";
 }
 
+std::string dataset_name(const Lab& lab) {
+  fs::path p(lab.options().data);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "data/" -> "data"
+  return p.empty() ? lab.options().data : p.filename().string();
+}
+
 }  // namespace lab

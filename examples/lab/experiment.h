@@ -36,6 +36,11 @@ struct LabOptions {
 /// e.g. `lr-sweep,mlp,sgd,bn,0.3,0,2000,test_acc,0.861`.
 const std::vector<std::string>& metric_columns();
 
+class Lab;
+/// The dataset's name for titles and reports: the last component of --data ("fashion-mnist"; a trailing '/'
+/// ignored). Every plot title and report names the data actually used, never a hard-coded one.
+std::string dataset_name(const Lab& lab);
+
 class Lab {
  public:
   /// Creates the output folder, sets the thread count and the BatchNorm implementation (falling back to

@@ -170,7 +170,7 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
   std::size_t def = 0;  // the momentum closest to PyTorch's 0.1
   for (std::size_t k = 0; k < nm; ++k)
     if (std::abs(cfg.momenta[k] - 0.1) < std::abs(cfg.momenta[def] - 0.1)) def = k;
-  auto mean_at = [&](std::size_t k, std::size_t bi) { return band_of(acc[k][bi]).mean; };
+  auto mean_at = [&](std::size_t k, std::size_t bi) { return spread(acc[k][bi]).mean; };
   auto gap = [&](std::size_t k, std::size_t bi) { return mean_at(nm + 2, bi) - mean_at(k, bi); };
   std::string verdict = fmt::format(
       "Inference statistics ({}): test accuracy with exact population statistics minus that with the moving average "

@@ -135,12 +135,12 @@ void run_lp_norm(Lab& lab, const LpNormConfig& cfg) {
   lab.verdict(v);
 
   Figure fig{"lp_norm", fmt::format("ℓp normalisation vs BatchNorm (Santurkar et al. §3.3) on {}",
-                                    fs::path(lab.options().data).filename().string()),
+                                    dataset_name(lab)),
              1, 1, 900, 520, {}};
   Panel p;
   p.title = fmt::format("ℓp normalisation vs BatchNorm on {}: MLP 784-100-100-100-10 ReLU, SGD, {} steps (mean, "
                         "min–max over {} seed(s))",
-                        fs::path(lab.options().data).filename().string(), cfg.steps, cfg.seeds);
+                        dataset_name(lab), cfg.steps, cfg.seeds);
   p.xlabel = "learning rate";
   p.ylabel = "final test accuracy";
   p.logx = true;

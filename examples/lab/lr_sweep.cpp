@@ -193,7 +193,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
 
   std::vector<std::vector<std::string>> verdict_rows;
   Figure acc_fig{"lr_sweep_accuracy",
-                 fmt::format("Final test accuracy against learning rate on {}", fs::path(lab.options().data).filename().string()),
+                 fmt::format("Final test accuracy against learning rate on {}", dataset_name(lab)),
                  1, 1, 900, 520, {}};
   for (const auto& model : cfg.models)
     for (const auto& opt : cfg.optimizers) {
@@ -319,7 +319,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
   // ---- loss curves: one panel per (model, arm), one curve per learning rate (seed 0) -------------------------
   Figure loss_fig{"lr_sweep_loss",
                   fmt::format("Training loss per learning rate on {} (seed {}, first optimizer)",
-                              fs::path(lab.options().data).filename().string(), lab.run_seed(0)),
+                              dataset_name(lab), lab.run_seed(0)),
                   0, 2, 1200, 0, {}};
   const std::string opt0 = cfg.optimizers.front();
   for (const auto& model : cfg.models)

@@ -187,7 +187,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   // ---- figures ----------------------------------------------------------------------------------------------
   Figure curves{"noisy_bn_accuracy",
                 fmt::format("Santurkar et al. Figure 2 on {}: accuracy (mean and min–max over {} seed(s))",
-                            fs::path(lab.options().data).filename().string(), cfg.seeds),
+                            dataset_name(lab), cfg.seeds),
                 1, 2, 1300, 480, {}};
   for (int which = 0; which < 2; ++which) {
     Panel p;
@@ -211,7 +211,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
   }
   Figure hist{"noisy_bn_histograms",
               fmt::format("Distribution of unit {} of the last hidden layer's activation input over training ({}, seed {})",
-                          cfg.unit, fs::path(lab.options().data).filename().string(), lab.run_seed(0)),
+                          cfg.unit, dataset_name(lab), lab.run_seed(0)),
               2, 2, 1200, 860, {}};
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& arm_snaps : snaps)

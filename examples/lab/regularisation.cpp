@@ -85,8 +85,8 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
   progress.finish();
 
   // ---- verdicts ------------------------------------------------------------------------------------------------
-  const Band g_none = band_of(gap[0]), g_do = band_of(gap[1]), g_bn = band_of(gap[2]), g_bnd = band_of(gap[3]);
-  const Band t_none = band_of(te[0]), t_do = band_of(te[1]), t_bn = band_of(te[2]), t_bnd = band_of(te[3]);
+  const Spread g_none = spread(gap[0]), g_do = spread(gap[1]), g_bn = spread(gap[2]), g_bnd = spread(gap[3]);
+  const Spread t_none = spread(te[0]), t_do = spread(te[1]), t_bn = spread(te[2]), t_bnd = spread(te[3]);
   std::string verdict = fmt::format(
       "Regularisation ({}, {} training images): train/test gap none {:.1f}, Dropout {:.1f}, BN {:.1f}, BN + Dropout "
       "{:.1f} points; test accuracy {} / {} / {} / {}.",
@@ -97,7 +97,7 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
     verdict += fmt::format(" Claim \"BN regularises\" (a smaller gap than without): holds on one seed (no spread to "
                            "judge), {:.1f} points smaller",
                            100 * (g_none.mean - g_bn.mean));
-  else if (g_bn.hi < g_none.lo)
+  else if (g_bn.max < g_none.min)
     verdict += fmt::format(" Claim \"BN regularises\" (a smaller gap than without): HOLDS ({:.1f} points smaller, seed "
                            "ranges apart)",
                            100 * (g_none.mean - g_bn.mean));
@@ -133,9 +133,9 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
       const std::vector<std::vector<double>*> what =
           which == 0 ? std::vector<std::vector<double>*>{&tr[a], &te[a]} : std::vector<std::vector<double>*>{&gap[a]};
       for (std::size_t w = 0; w < what.size(); ++w) {
-        const Band b = band_of(*what[w]);
+        const Spread b = spread(*what[w]);
         // the min–max range as a vertical line, the mean as a point, every seed as a small dot
-        p.series.push_back({"", {x, x}, {b.lo, b.hi}, {}, "lines", "lw 3 lc rgb " + arms[a].color});
+        p.series.push_back({"", {x, x}, {b.min, b.max}, {}, "lines", "lw 3 lc rgb " + arms[a].color});
         p.series.push_back({w == 0 ? arms[a].title : "", {x}, {b.mean}, {}, "points",
                             fmt::format("pt {} ps 2 lc rgb {}", which == 0 && w == 0 ? 1 : 7, arms[a].color)});
       }
@@ -158,9 +158,9 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
   std::vector<std::vector<std::string>> rows;
   for (std::size_t a = 0; a < arms.size(); ++a) {
     auto fmt_band = [&](const std::vector<double>& v, bool pts) {
-      const Band b = band_of(v);
-      return pts ? fmt::format("{:.1f} ({:.1f} – {:.1f})", 100 * b.mean, 100 * b.lo, 100 * b.hi)
-                 : fmt::format("{} ({} – {})", percent(b.mean), percent(b.lo), percent(b.hi));
+      const Spread b = spread(v);
+      return pts ? fmt::format("{:.1f} ({:.1f} – {:.1f})", 100 * b.mean, 100 * b.min, 100 * b.max)
+                 : fmt::format("{} ({} – {})", percent(b.mean), percent(b.min), percent(b.max));
     };
     rows.push_back({arms[a].title, fmt_band(tr[a], false), fmt_band(te[a], false), fmt_band(gap[a], true)});
   }

@@ -303,7 +303,7 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
   conf["eval_samples"] = eval_set.size();
 
   Figure fig{"landscape", fmt::format("Santurkar et al. Figure 4 on {}: loss landscape along the gradient",
-                                      fs::path(lab.options().data).filename().string()),
+                                      dataset_name(lab)),
              static_cast<int>(cfg.models.size()), 3, 1500, 440 * static_cast<int>(cfg.models.size()), {}};
   std::vector<std::vector<std::string>> rows;
   for (const auto& model : cfg.models) {
@@ -501,7 +501,7 @@ void run_ics(Lab& lab, const IcsConfig& cfg) {
   lab.verdict(v);
 
   Figure fig{"ics", fmt::format("Internal covariate shift per layer (Santurkar et al. Def. 2.1) on {}",
-                                fs::path(lab.options().data).filename().string()),
+                                dataset_name(lab)),
              2, static_cast<int>(L - 1), 1500, 820, {}};
   const auto x = as_doubles(at);
   for (int row = 0; row < 2; ++row)
