@@ -374,7 +374,7 @@ void DataLoader::load_state_dict(const StateDict& state) {
          num_batches());
   Generator g = gen_;
   load_generator_state(g, state.sub("generator"));
-  if (state.size() != 8 + state.sub("generator").size())
+  if (state.size() != 7 + state.sub("generator").size())
     fail("DataLoader::load_state_dict: {} keys, expected epoch, cursor, order, dataset_size, batch_size, shuffle, "
          "drop_last and generator.*",
          state.size());
