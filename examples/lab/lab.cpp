@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -247,7 +248,13 @@ Progress::Progress(std::string label, std::size_t total, std::FILE* out)
 }
 
 Progress::~Progress() {
-  if (!finished_) finish();
+  if (finished_) return;
+  if (std::uncaught_exceptions() > 0) {  // stopped by an error or a signal: end the line, do not claim "done"
+    if (tty_) std::fprintf(out_, "\n");
+    std::fflush(out_);
+    return;
+  }
+  finish();
 }
 
 void Progress::advance(std::size_t n, std::string_view status) {
