@@ -25,6 +25,9 @@ std::vector<std::string> read_lines(const fs::path& p) {
 void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
+  // SA_RESTART: a system call the signal interrupts (in any thread: OpenBLAS's, oneDNN's, the pool's) resumes
+  // instead of failing with EINTR; the flag is read at the next step.
+  sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
