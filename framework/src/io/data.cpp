@@ -24,7 +24,9 @@ namespace {
 // The IDX type code of unsigned bytes, the only one MNIST-style files use.
 constexpr std::uint8_t kUnsignedByte = 0x08;
 // Refuse sizes whose product exceeds this (a foreign file read as IDX would otherwise ask for terabytes).
-constexpr std::uint64_t kMaxValues = std::uint64_t(1) << 33;
+// The largest IDX array read (2^31 bytes, 45x MNIST's training images): a bigger declared size is a forged or
+// corrupt header, refused with a message before anything is allocated.
+constexpr std::uint64_t kMaxValues = std::uint64_t(1) << 31;
 
 struct GzCloser {
   void operator()(gzFile_s* f) const { gzclose(f); }
@@ -113,13 +115,22 @@ IdxArray read_idx(const std::string& path, std::optional<std::size_t> expected_n
     out.dims.push_back(n);
     count *= n;
     if (count > kMaxValues)
-      fail("read_idx: '{}' declares sizes {} whose product exceeds {} values; it is not a valid IDX file", path,
-           shape_str(out.dims), kMaxValues);
+      fail("read_idx: '{}' declares sizes {} whose product exceeds the limit of {} values (2 GiB); it is not a "
+           "valid IDX file (a corrupt or forged size field?)",
+           path, shape_str(out.dims), kMaxValues);
   }
 
-  // Values.
-  out.values.resize(count);
-  const auto n = read_bytes(f.get(), out.values.data(), count, path);
+  // Values, read in chunks: memory grows with the bytes that really follow, so a forged size field in a small
+  // (or gzip-compressed) file cannot make us allocate gigabytes before finding that the data are missing.
+  constexpr std::size_t kChunk = std::size_t(16) << 20;
+  std::size_t n = 0;
+  while (n < count) {
+    const std::size_t want = std::min<std::size_t>(count - n, kChunk);
+    out.values.resize(n + want);
+    const auto got_now = read_bytes(f.get(), out.values.data() + n, want, path);
+    n += got_now;
+    if (got_now < want) break;
+  }
   if (n < count)
     fail("read_idx: '{}' is truncated: its header declares sizes {} = {} values but only {} follow", path,
          shape_str(out.dims), count, n);
