@@ -22,6 +22,7 @@ PACKAGES=(
   libbenchmark-dev           # bench/
   gnuplot-nox                # the experiments' plots
   graphviz                   # rendering autograd graphs (xg::render)
+  clang libclang-rt-14-dev   # fuzz/: libFuzzer + ASan/UBSan runtimes (a separate clang build; the normal one is g++)
   dataset-fashion-mnist      # the experiments' data: /usr/share/datasets/fashion-mnist
 )
 

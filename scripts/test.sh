@@ -9,6 +9,8 @@
 #   2. build-asan/   AddressSanitizer + UndefinedBehaviorSanitizer, XGRAD_NATIVE=ON (-march=native: AVX-512 on
 #                    an AVX-512 host), oneDNN free: the widest paths, under the sanitizers.
 #   3. build-x86-64/ Release, XGRAD_ARCH=x86-64 (SSE2 only, what runs on any x86-64 CPU), no benchmarks: the suite.
+#   4. build-fuzz/   clang, libFuzzer + ASan + UBSan: each reader's target replays its committed corpus, then
+#                    fuzzes for XGRAD_FUZZ_SECONDS (60) seconds (docs/fuzzing.md).
 #
 # Finally installs build 1 to a temporary prefix and builds a tiny consumer project with find_package(xgrad).
 #
@@ -45,6 +47,12 @@ if [ "${XGRAD_SKIP_GENERIC:-0}" != 1 ]; then
     XGRAD_CMAKE_ARGS="-DXGRAD_NATIVE=OFF -DXGRAD_ARCH=x86-64 -DXGRAD_BUILD_BENCH=OFF" bash scripts/setup.sh
   ctest --test-dir build-x86-64 --output-on-failure -j"$jobs"
   lap "build 3"
+fi
+
+if [ "${XGRAD_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== 4. libFuzzer targets (clang, ASan + UBSan): replay the corpus, then fuzz each ${XGRAD_FUZZ_SECONDS:-60} s"
+  bash scripts/fuzz.sh
+  lap "build 4"
 fi
 
 echo "== Install + find_package(xgrad) consumer"

@@ -576,7 +576,7 @@ TEST_CASE("invalid hyper-parameters are rejected at construction") {
                        doctest::Contains("SGD: nesterov=true needs momentum > 0 and dampening = 0"), Error);
   CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(0.1).nesterov(true).momentum(0.9).dampening(0.1)),
                        doctest::Contains("got momentum 0.9 and dampening 0.1"), Error);
-  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(std::nan(""))), doctest::Contains("SGD: lr must be >= 0, got nan"), Error);
+  CHECK_THROWS_WITH_AS(SGD(p, SGDOptions(std::nan(""))), doctest::Contains("SGD: lr must be a finite number >= 0, got nan"), Error);
 
   CHECK_THROWS_WITH_AS(Adam(p, AdamOptions().betas({1.2, 0.999})),
                        doctest::Contains("Adam: beta1 must be in [0, 1), got 1.2"), Error);

@@ -176,6 +176,9 @@ fs::path Lab::finish() {
                         return s;
                       }());
   write_file_atomic(out_ / "report.md", text);
+  // Complete: nothing left to resume.
+  std::error_code ec;
+  fs::remove_all(checkpoint_dir(), ec);
   return out_ / "report.md";
 }
 

@@ -29,6 +29,10 @@ struct LabOptions {
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string out = "results";
   std::string command_line;       // for the report
+  /// Checkpoints (resume.h): every N steps of each training run (0: only at the end of a run and on
+  /// SIGINT/SIGTERM); resume = continue the interrupted run in `out` (--resume DIR).
+  std::size_t checkpoint_every = 0;
+  bool resume = false;
 };
 
 /// The columns of metrics.csv (one measurement per row, "long" format):
@@ -86,8 +90,14 @@ class Lab {
   /// Adds training time and steps to the experiment's timing (steps/s in summary.json).
   void add_timing(const std::string& experiment, double seconds, std::size_t steps);
 
-  /// Writes metrics.csv, summary.json and report.md; returns the report's path.
+  /// Writes metrics.csv, summary.json and report.md and removes the checkpoints (the run is complete); returns
+  /// the report's path.
   fs::path finish();
+
+  /// Checkpoints (resume.h): <out>/checkpoints, and the number of the next training run (0, 1, ... in the
+  /// order the experiments start them; train_run names its checkpoint with it).
+  fs::path checkpoint_dir() const { return out_ / "checkpoints"; }
+  std::size_t next_run_index() { return runs_started_++; }
 
  private:
   LabOptions opts_;
@@ -102,6 +112,7 @@ class Lab {
   std::vector<std::string> verdicts_;
   Json timings_ = Json::object();
   Timer timer_;
+  std::size_t runs_started_ = 0;
 };
 
 }  // namespace lab

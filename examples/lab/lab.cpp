@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 
 #include <fmt/format.h>
 
+#include "xgrad/atomic_file.h"
 #include "xgrad/blas.h"
 #include "xgrad/cpu.h"
 #include "xgrad/common.h"
@@ -29,20 +31,8 @@ namespace lab {
 void write_file_atomic(const fs::path& path, std::string_view content) {
   std::error_code ec;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) xg::fail("cannot create '{}' (is the folder writable?)", tmp.string());
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    if (!out) {
-      out.close();
-      fs::remove(tmp, ec);
-      xg::fail("writing '{}' failed (disk full?)", tmp.string());
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) xg::fail("cannot rename '{}' to '{}': {}", tmp.string(), path.string(), ec.message());
+  if (ec) xg::fail("cannot create the folder '{}' for '{}': {}", path.parent_path().string(), path.string(), ec.message());
+  xg::write_file_atomic(path.string(), content, "xgrad-lab");
 }
 
 // ------------------------------------------------------------------------------------------------------ seeds
@@ -258,7 +248,13 @@ Progress::Progress(std::string label, std::size_t total, std::FILE* out)
 }
 
 Progress::~Progress() {
-  if (!finished_) finish();
+  if (finished_) return;
+  if (std::uncaught_exceptions() > 0) {  // stopped by an error or a signal: end the line, do not claim "done"
+    if (tty_) std::fprintf(out_, "\n");
+    std::fflush(out_);
+    return;
+  }
+  finish();
 }
 
 void Progress::advance(std::size_t n, std::string_view status) {
@@ -392,12 +388,16 @@ std::string gnuplot_script(const Figure& fig) {
   }
   if (multi) body += "unset multiplot\n";
   // gnuplot 5 has no functions of statements: write the body twice, once per terminal.
-  s += fmt::format("set terminal pngcairo size {},{} noenhanced font 'Sans,10'\nset output '{}.png'\n", fig.width,
-                   fig.height, fig.name);
+  // The output names are variables so that xgrad-lab can render to temporary names and rename them into place
+  // (xgrad/atomic_file.h); run by hand, the script writes <name>.png and <name>.svg.
+  s += fmt::format("if (!exists('png_out')) png_out = '{}.png'\nif (!exists('svg_out')) svg_out = '{}.svg'\n",
+                   fig.name, fig.name);
+  s += fmt::format("set terminal pngcairo size {},{} noenhanced font 'Sans,10'\nset output png_out\n", fig.width,
+                   fig.height);
   s += body;
   s += fmt::format("set output\nset terminal svg size {},{} noenhanced font 'Sans,10' background rgb 'white'\n"
-                   "set output '{}.svg'\n",
-                   fig.width, fig.height, fig.name);
+                   "set output svg_out\n",
+                   fig.width, fig.height);
   s += body;
   s += "set output\n";
   return s;
@@ -407,21 +407,29 @@ std::optional<std::string> draw(const Figure& fig, const fs::path& dir) {
   const fs::path script = dir / (fig.name + ".gp");
   write_file_atomic(script, gnuplot_script(fig));
   const fs::path log = dir / (fig.name + ".gnuplot.log");
-  const std::string cmd = fmt::format("cd '{}' && gnuplot '{}.gp' > '{}' 2>&1", dir.string(), fig.name,
-                                      log.filename().string());
+  const fs::path png = dir / (fig.name + ".png"), svg = dir / (fig.name + ".svg");
+  // gnuplot writes temporary files beside the images; they replace the images only when both are complete.
+  xg::AtomicFile png_tmp(png.string(), "xgrad-lab"), svg_tmp(svg.string(), "xgrad-lab");
+  const std::string cmd =
+      fmt::format("cd '{}' && gnuplot -e \"png_out='{}'; svg_out='{}'\" '{}.gp' > '{}' 2>&1", dir.string(),
+                  fs::path(png_tmp.temp_path()).filename().string(), fs::path(svg_tmp.temp_path()).filename().string(),
+                  fig.name, log.filename().string());
   const int rc = std::system(cmd.c_str());
   std::error_code ec;
-  const fs::path png = dir / (fig.name + ".png"), svg = dir / (fig.name + ".svg");
-  if (rc != 0 || !fs::exists(png, ec) || fs::file_size(png, ec) == 0) {
+  const fs::path png_written(png_tmp.temp_path());
+  if (rc != 0 || !fs::exists(png_written, ec) || fs::file_size(png_written, ec) == 0) {
     std::string why;
     std::ifstream in(log);
     std::getline(in, why);
     fmt::print(stderr, "warning: gnuplot could not draw {} ({}); the data are in {}\n", png.string(),
                why.empty() ? "is gnuplot installed? apt-get install gnuplot-nox" : why, script.string());
+    // No stale image of an earlier run may stand in for this one (the temporary files go with png_tmp/svg_tmp).
     fs::remove(png, ec);
     fs::remove(svg, ec);
     return std::nullopt;
   }
+  png_tmp.commit();
+  svg_tmp.commit();
   fs::remove(log, ec);
   return png.filename().string();
 }

@@ -11,8 +11,9 @@
 //   lab::Report     a markdown writer                                            -> report.md
 //   lab::seed_for   independent, reproducible seeds for each purpose ("init", "shuffle", ...) from one --seed
 //
-// Every file is written atomically (to "<name>.tmp", then renamed), so an interrupted run never leaves a
-// half-written CSV, JSON or report. (Evaluation inside training uses xg::nn::EvalGuard, which switches a model
+// Every file is written atomically through xg::write_file_atomic / xg::AtomicFile (xgrad/atomic_file.h: a
+// temporary file in the same folder, fsync, rename, fsync of the folder), so an interrupted run or a full disk
+// never leaves a half-written CSV, JSON, report or plot. (Evaluation inside training uses xg::nn::EvalGuard, which switches a model
 // to eval mode and restores every module's previous mode.)
 #pragma once
 
@@ -36,7 +37,8 @@ namespace fs = std::filesystem;
 
 // ---- files -------------------------------------------------------------------------------------------------
 
-/// Writes `content` to `path` atomically (temp file + rename); creates the parent folder. Throws xg::Error.
+/// Writes `content` to `path` atomically (xg::write_file_atomic); creates the parent folder. Throws xg::Error.
+/// Safe to call from several threads at once (each write has its own temporary file).
 void write_file_atomic(const fs::path& path, std::string_view content);
 
 // ---- seeds ---------------------------------------------------------------------------------------------------
@@ -226,7 +228,8 @@ struct Figure {
 /// The gnuplot script of a figure (writes <stem>.png and <stem>.svg in the current folder when run there).
 std::string gnuplot_script(const Figure& fig);
 
-/// Writes <dir>/<name>.gp and runs gnuplot in `dir`. Returns the PNG file name on success; on failure (e.g.
+/// Writes <dir>/<name>.gp and runs gnuplot in `dir` (to temporary names, renamed over the images when both are
+/// complete). Returns the PNG file name on success; on failure (e.g.
 /// gnuplot missing) prints a warning, removes partial images and returns nullopt — the run goes on and the
 /// report says the plot is missing.
 std::optional<std::string> draw(const Figure& fig, const fs::path& dir);

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #if XGRAD_LAB_DIST
 #include "ddp.h"
 #endif
+#include "resume.h"
 #include "training.h"
 #include "why_bn_cli.h"
 #include "validate.h"
@@ -56,6 +58,12 @@ void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny, bool
       ->capture_default_str();
   app->add_option("--out", o.out, "Output folder (created if needed) for metrics.csv, summary.json, report.md, plots")
       ->capture_default_str();
+  app->add_option("--checkpoint-every", o.checkpoint_every,
+                  "Checkpoint each training run every N steps (0: at the end of each run and on SIGINT/SIGTERM)")
+      ->capture_default_str();
+  app->add_option("--resume", o.out, "Continue the interrupted run that was writing into DIR (its flags come from "
+                                     "DIR/checkpoints/args.txt)")
+      ->type_name("DIR");
 }
 
 }  // namespace
@@ -152,14 +160,27 @@ int main(int argc, char** argv) {
   add_common(ddp, opts, quick, tiny, full);
 #endif
 
-  CLI11_PARSE(app, argc, argv);
+  std::vector<std::string> args;  // argv, or with --resume DIR the interrupted run's flags (resume.h)
+  try {
+    args = lab::resume_arguments(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "xgrad-lab: error: {}\n", e.what());
+    return 1;
+  }
+  std::vector<const char*> arg_ptrs;
+  for (const auto& a : args) arg_ptrs.push_back(a.c_str());
+  CLI11_PARSE(app, static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
 
   opts.mode = tiny ? "tiny" : quick ? "quick" : full ? "full" : "default";
   opts.command_line = "xgrad-lab";
-  for (int i = 1; i < argc; ++i) opts.command_line += std::string(" ") + argv[i];
+  for (std::size_t i = 1; i < args.size(); ++i) opts.command_line += " " + args[i];
+  for (auto* sub : app.get_subcommands()) opts.resume = opts.resume || sub->get_option("--resume")->count() > 0;
 
+  std::optional<lab::Lab> lab_holder;
   try {
-    lab::Lab lab(opts);
+    lab::Lab& lab = lab_holder.emplace(opts);
+    lab::record_arguments(lab, args);
+    lab::install_stop_handlers();
     auto sweep_cfg = [&] {
       auto c = lab::lr_sweep_config(lab);
       sweep_lrs.apply(c.sgd_lrs);
@@ -234,6 +255,8 @@ int main(int argc, char** argv) {
     if (!lab::is_report_rank()) return 0;  // rank 0 writes the report
     const auto report = lab.finish();
     fmt::print(stderr, "xgrad-lab: done; report: {}\n", report.string());
+  } catch (const lab::Interrupted& e) {
+    return lab::report_interrupted(e, *lab_holder);
   } catch (const std::exception& e) {
     return lab::fail_job(e.what());  // under mpirun: ends every rank (no half-written report)
   }

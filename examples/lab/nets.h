@@ -33,6 +33,8 @@ class TimeVaryingNoise : public xg::nn::Module {
   /// Draws this step's mu_j and sigma_j.
   void new_step();
   xg::Tensor forward(const xg::Tensor& input) override;
+  /// The noise stream (saved in checkpoints; mu_j and sigma_j need not be: new_step() redraws them before use).
+  xg::Generator& generator() { return gen_; }
 
  private:
   NoiseOptions opts_;

@@ -1,9 +1,13 @@
 // training.cpp — make_optimizer and train_run (see training.h).
 #include "training.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include <fmt/format.h>
+
+#include "resume.h"
 
 namespace lab {
 
@@ -20,8 +24,33 @@ const xg::data::Dataset& first_samples(const xg::data::Dataset& ds, std::size_t 
   return storage;
 }
 
+namespace {
+
+// Text as float64 character codes (a Checkpoint holds numbers only), and back.
+std::vector<double> text_codes(const std::string& s) {
+  std::vector<double> v;
+  for (unsigned char c : s) v.push_back(c);
+  return v;
+}
+std::string codes_text(const std::vector<double>& v) {
+  std::string s;
+  for (double c : v) s += static_cast<char>(static_cast<unsigned char>(c));
+  return s;
+}
+
+// The metrics train_run records, as codes in a checkpoint's rows.
+const std::vector<std::string>& metric_names() {
+  static const std::vector<std::string> names{"train_loss", "train_acc", "test_acc", "test_loss", "diverged"};
+  return names;
+}
+
+}  // namespace
+
 RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const StepHook& hook) {
   if (!spec.train_set || !spec.eval_set) xg::fail("train_run: train_set and eval_set must be set");
+  if (const int sig = stop_signal())
+    throw Interrupted(sig, fmt::format("before training run {} ({} {} lr={} {} seed {})", lab.next_run_index(),
+                                       spec.model, spec.optimizer, short_number(spec.lr), spec.arm, spec.seed_index));
   Timer timer;
   RunResult res;
   const std::uint64_t seed = lab.run_seed(spec.seed_index);  // --seed + seed_index
@@ -35,29 +64,103 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
   xg::data::DataLoader loader(
       train, xg::data::DataLoaderOptions(spec.batch_size).drop_last(true).seed(seed_for(seed, "shuffle")));
 
-  auto record = [&](std::size_t step, const std::string& name, double value) {
-    lab.metric(spec.experiment, spec.model, spec.optimizer, spec.arm, spec.lr,
-               static_cast<std::int64_t>(seed), static_cast<std::int64_t>(step), name, value);
+  // Everything the rest of the run depends on, as one checkpoint (resume.h).
+  std::uint64_t step = 0, done = 0, windows_above = 0, window_steps = 0, diverged_at = 0;
+  double window_loss = 0, window_correct = 0, window_seen = 0;  // since the last log line
+  double prior_seconds = 0;  // training time of the processes before this one (resumed runs)
+  std::vector<double> rows;  // the metrics recorded so far: (step, metric code, value) triples
+  const std::size_t run_index = lab.next_run_index();
+  const std::string cell = fmt::format("{}|{}|{}|{}|lr {:.17g}|seed {} of --seed {}|{} steps|batch {}|{}|{} {} samples",
+                                       spec.experiment, spec.model, spec.optimizer, spec.arm, spec.lr,
+                                       spec.seed_index, lab.options().seed, spec.steps, spec.batch_size, describe(spec.net),
+                                       train.source, train.size());
+  std::vector<double> cell_codes = text_codes(cell), why_codes, scalars;  // scalars: the RunResult's numbers
+  xg::Checkpoint ck;
+  ck.add("run", cell_codes).add("model", *net.model).add("optimizer", *opt).add("loader", loader);
+  ck.add("rng.default", xg::default_generator());
+  for (std::size_t i = 0; i < net.noise.size(); ++i) ck.add(fmt::format("rng.noise{}", i), net.noise[i]->generator());
+  ck.add("step", step).add("done", done).add("windows_above", windows_above).add("window_steps", window_steps);
+  ck.add("window_loss", window_loss).add("window_correct", window_correct).add("window_seen", window_seen);
+  ck.add("diverged_at", diverged_at).add("rows", rows).add("diverged_why", why_codes).add("result", scalars);
+  const fs::path ck_path = lab.checkpoint_dir() / fmt::format("run-{}.npz", run_index);
+  auto save_checkpoint = [&] {
+    why_codes = text_codes(res.diverged_why);
+    scalars = {res.final_accuracy, res.best_accuracy, res.final_train_loss, prior_seconds + timer.seconds(),
+               res.diverged ? 1.0 : 0.0};
+    std::error_code ec;
+    fs::create_directories(ck_path.parent_path(), ec);
+    ck.save(ck_path.string());
   };
-  auto run_eval = [&](std::size_t step) {
+
+  auto record = [&](std::size_t at, const std::string& name, double value) {
+    lab.metric(spec.experiment, spec.model, spec.optimizer, spec.arm, spec.lr,
+               static_cast<std::int64_t>(seed), static_cast<std::int64_t>(at), name, value);
+    const auto code = std::find(metric_names().begin(), metric_names().end(), name) - metric_names().begin();
+    rows.insert(rows.end(), {static_cast<double>(at), static_cast<double>(code), value});
+    if (name == "train_loss") {
+      res.log_steps.push_back(static_cast<double>(at));
+      res.train_loss.push_back(value);
+    } else if (name == "train_acc") {
+      res.train_accuracy.push_back(value);
+    } else if (name == "test_acc") {
+      res.eval_steps.push_back(static_cast<double>(at));
+      res.eval_accuracy.push_back(value);
+      res.best_accuracy = std::max(res.best_accuracy, value);
+    } else if (name == "test_loss") {
+      res.eval_loss.push_back(value);
+    }
+  };
+  auto run_eval = [&](std::size_t at) {
     const Evaluation e = evaluate(*net.model, eval_set);
-    res.eval_steps.push_back(static_cast<double>(step));
-    res.eval_accuracy.push_back(e.accuracy);
-    res.eval_loss.push_back(e.loss);
-    res.best_accuracy = std::max(res.best_accuracy, e.accuracy);
-    record(step, "test_acc", e.accuracy);
-    record(step, "test_loss", e.loss);
+    record(at, "test_acc", e.accuracy);
+    record(at, "test_loss", e.loss);
     return e;
   };
 
-  if (hook) hook(net, 0);
-  run_eval(0);
+  // Resuming: replay what the checkpoint logged, then finish (a run that had ended) or continue. A run with a
+  // hook (or a before_step probe) is trained again instead: the hook's own data (the experiment's traces and
+  // probes) are not in the checkpoint.
+  std::error_code exists_ec;
+  if (lab.options().resume && !hook && !spec.before_step && fs::exists(ck_path, exists_ec)) {
+    const xg::StateDict saved = xg::load_npz(ck_path.string());
+    const std::string saved_cell = saved.contains("run") ? codes_text(saved.at("run").to_vector()) : "?";
+    if (saved_cell != cell)
+      xg::fail("--resume: checkpoint '{}' is of the run `{}`, but this command's run {} is `{}`: the flags differ "
+               "from the interrupted run's",
+               ck_path.string(), saved_cell, run_index, cell);
+    try {
+      ck.load_state_dict(saved);
+    } catch (const std::exception& e) {
+      xg::fail("--resume: cannot load '{}': {}", ck_path.string(), e.what());
+    }
+    const std::vector<double> logged = rows;
+    rows.clear();
+    for (std::size_t i = 0; i + 2 < logged.size(); i += 3)
+      record(static_cast<std::size_t>(logged[i]), metric_names().at(static_cast<std::size_t>(logged[i + 1])),
+             logged[i + 2]);
+    res.diverged_why = codes_text(why_codes);
+    res.diverged = scalars.at(4) != 0.0;
+    res.diverged_at = diverged_at;
+    progress.advance(step, "resumed");
+    if (done) {
+      res.final_accuracy = scalars.at(0);
+      res.best_accuracy = scalars.at(1);
+      res.final_train_loss = scalars.at(2);
+      res.seconds = scalars.at(3);
+      if (res.diverged) progress.advance(spec.steps - step + 1, "replayed");
+      lab.add_timing(spec.experiment, res.seconds, res.diverged ? res.diverged_at : spec.steps);
+      return res;
+    }
+    prior_seconds = scalars.at(3);
+  } else {
+    if (hook) hook(net, 0);
+    run_eval(0);
+  }
   const std::string status = fmt::format("{} {} lr={} {} seed {}", spec.model, spec.optimizer,
                                          short_number(spec.lr), spec.arm, seed);
-  double window_loss = 0, window_correct = 0, window_seen = 0;  // since the last log line
-  std::size_t window_steps = 0;
-  std::size_t windows_above = 0;  // consecutive log windows whose mean loss exceeded blowup_loss
-  for (std::size_t step = 1; step <= spec.steps; ++step) {
+  const std::size_t every = lab.options().checkpoint_every;
+  while (step < spec.steps) {
+    ++step;
     const xg::data::Batch batch = loader.next();
     if (spec.before_step) spec.before_step(net, batch, step);
     const StepResult r = train_step(net, *opt, batch);
@@ -73,9 +176,6 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
     ++window_steps;
     if (step % spec.log_every == 0 || step == spec.steps) {
       const double mean = window_loss / static_cast<double>(window_steps);
-      res.log_steps.push_back(static_cast<double>(step));
-      res.train_loss.push_back(mean);
-      res.train_accuracy.push_back(window_correct / window_seen);
       record(step, "train_loss", mean);
       record(step, "train_acc", window_correct / window_seen);
       window_loss = window_correct = window_seen = 0;
@@ -97,6 +197,13 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
     if (hook) hook(net, step);
     if (spec.eval_every > 0 && step % spec.eval_every == 0 && step != spec.steps) run_eval(step);
     progress.advance(1, status);
+    diverged_at = res.diverged_at;
+    if (const int sig = stop_signal()) {
+      if (!hook) save_checkpoint();
+      throw Interrupted(sig, fmt::format("training run {} ({}) at step {} of {}{}", run_index, status, step,
+                                         spec.steps, hook ? " (a run with a step hook: it restarts on resume)" : ""));
+    }
+    if (every > 0 && step % every == 0 && step != spec.steps && !hook) save_checkpoint();
   }
   if (res.diverged) {
     res.final_accuracy = std::nan("");
@@ -105,8 +212,14 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
     res.final_accuracy = run_eval(spec.steps).accuracy;
     res.final_train_loss = res.train_loss.empty() ? std::nan("") : res.train_loss.back();
   }
-  res.seconds = timer.seconds();
+  res.seconds = prior_seconds + timer.seconds();
   lab.add_timing(spec.experiment, res.seconds, res.diverged ? res.diverged_at : spec.steps);
+  // The finished run, for a later --resume of this command (replayed, not trained again).
+  if (!hook) {
+    done = 1;
+    diverged_at = res.diverged_at;
+    save_checkpoint();
+  }
   return res;
 }
 

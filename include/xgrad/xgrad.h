@@ -4,8 +4,10 @@
 #pragma once
 
 #include "xgrad/anomaly.h"
+#include "xgrad/atomic_file.h"
 #include "xgrad/autograd.h"
 #include "xgrad/blas.h"
+#include "xgrad/checkpoint.h"
 #include "xgrad/common.h"
 #include "xgrad/cpu.h"
 #include "xgrad/data.h"

@@ -21,9 +21,8 @@ void wrong_options_type(const OptimizerOptions& have) {
 // ---- option checks ------------------------------------------------------------------------------------------
 namespace check {
 void non_negative(std::string_view optimizer, std::string_view option, double value) {
-  // inf is refused too: lr = inf turns every weight into inf or NaN on the first step
-  if (!(value >= 0)) fail("{}: {} must be >= 0, got {}", optimizer, option, value);
   if (!std::isfinite(value)) fail("{}: {} must be a finite number >= 0, got {}", optimizer, option, value);
+  if (value < 0) fail("{}: {} must be >= 0, got {}", optimizer, option, value);
 }
 void in_unit_interval(std::string_view optimizer, std::string_view option, double value) {
   if (!(value >= 0 && value < 1)) fail("{}: {} must be in [0, 1), got {}", optimizer, option, value);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "xgrad/random.h"
+#include "xgrad/serialize.h"
 #include "xgrad/tensor.h"
 
 namespace xg::data {
@@ -119,6 +120,13 @@ class DataLoader {
 
   /// The next batch of the current epoch; starts a new epoch (reshuffled) when the current one is done.
   Batch next();
+
+  /// The position for an exact resume (xgrad/checkpoint.h): epoch, the epoch's order, the next batch index and
+  /// the shuffling generator. Batch size, shuffle and drop_last are constructor options, stored to be checked:
+  /// loading into a loader built differently (or over a dataset of another size) is an error that changes
+  /// nothing. Resuming next() continues with exactly the batches the saved loader would have given.
+  StateDict state_dict() const;
+  void load_state_dict(const StateDict& state);
 
   class Iterator {
    public:

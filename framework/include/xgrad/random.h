@@ -20,6 +20,7 @@ class Generator {
   }
   std::uint64_t initial_seed() const { return seed_; }
   std::mt19937_64& engine() { return engine_; }
+  const std::mt19937_64& engine() const { return engine_; }
   /// Uniform double in [0, 1).
   double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(engine_); }
   /// Standard normal.

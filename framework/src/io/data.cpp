@@ -4,12 +4,15 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <numeric>
 
+#include "xgrad/atomic_file.h"
+#include "xgrad/checkpoint.h"
 #include "xgrad/common.h"
 
 namespace fs = std::filesystem;
@@ -21,7 +24,9 @@ namespace {
 // The IDX type code of unsigned bytes, the only one MNIST-style files use.
 constexpr std::uint8_t kUnsignedByte = 0x08;
 // Refuse sizes whose product exceeds this (a foreign file read as IDX would otherwise ask for terabytes).
-constexpr std::uint64_t kMaxValues = std::uint64_t(1) << 33;
+// The largest IDX array read (2^31 bytes, 45x MNIST's training images): a bigger declared size is a forged or
+// corrupt header, refused with a message before anything is allocated.
+constexpr std::uint64_t kMaxValues = std::uint64_t(1) << 31;
 
 struct GzCloser {
   void operator()(gzFile_s* f) const { gzclose(f); }
@@ -110,13 +115,22 @@ IdxArray read_idx(const std::string& path, std::optional<std::size_t> expected_n
     out.dims.push_back(n);
     count *= n;
     if (count > kMaxValues)
-      fail("read_idx: '{}' declares sizes {} whose product exceeds {} values; it is not a valid IDX file", path,
-           shape_str(out.dims), kMaxValues);
+      fail("read_idx: '{}' declares sizes {} whose product exceeds the limit of {} values (2 GiB); it is not a "
+           "valid IDX file (a corrupt or forged size field?)",
+           path, shape_str(out.dims), kMaxValues);
   }
 
-  // Values.
-  out.values.resize(count);
-  const auto n = read_bytes(f.get(), out.values.data(), count, path);
+  // Values, read in chunks: memory grows with the bytes that really follow, so a forged size field in a small
+  // (or gzip-compressed) file cannot make us allocate gigabytes before finding that the data are missing.
+  constexpr std::size_t kChunk = std::size_t(16) << 20;
+  std::size_t n = 0;
+  while (n < count) {
+    const std::size_t want = std::min<std::size_t>(count - n, kChunk);
+    out.values.resize(n + want);
+    const auto got_now = read_bytes(f.get(), out.values.data() + n, want, path);
+    n += got_now;
+    if (got_now < want) break;
+  }
   if (n < count)
     fail("read_idx: '{}' is truncated: its header declares sizes {} = {} values but only {} follow", path,
          shape_str(out.dims), count, n);
@@ -127,6 +141,26 @@ IdxArray read_idx(const std::string& path, std::optional<std::size_t> expected_n
   return out;
 }
 
+namespace {
+// `raw` as a gzip stream (deflate level 6, gzip header: windowBits 15 + 16), in memory.
+std::string gzip_bytes(const std::string& raw, const std::string& path) {
+  if (raw.size() > 0xFFFFFFFFu) fail("write_idx: '{}': {} bytes are too many to compress in one piece", path, raw.size());
+  z_stream z{};
+  if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    fail("write_idx: '{}': zlib could not start compressing", path);
+  std::string out(deflateBound(&z, static_cast<uLong>(raw.size())), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
+  z.avail_in = static_cast<uInt>(raw.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) fail("write_idx: '{}': zlib could not compress the data (code {})", path, rc);
+  return out;
+}
+}  // namespace
+
 void write_idx(const std::string& path, const IdxArray& array) {
   if (array.dims.empty() || array.dims.size() > 255)
     fail("write_idx: '{}': an IDX array needs 1..255 dimensions, got {}", path, array.dims.size());
@@ -135,27 +169,11 @@ void write_idx(const std::string& path, const IdxArray& array) {
     fail("write_idx: '{}': sizes {} need {} values, got {}", path, shape_str(array.dims), count,
          array.values.size());
   const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
-  const std::string tmp = path + ".tmp";
-  {
-    GzFile f(gzopen(tmp.c_str(), gz ? "wb6" : "wbT"));  // "T": write plain (transparent) output
-    if (!f) fail("write_idx: cannot create '{}' ({})", tmp, std::strerror(errno));
-    std::vector<unsigned char> header{0, 0, kUnsignedByte, static_cast<unsigned char>(array.dims.size())};
-    for (auto d : array.dims)
-      for (int s = 24; s >= 0; s -= 8) header.push_back(static_cast<unsigned char>((d >> s) & 0xFF));
-    bool ok = gzwrite(f.get(), header.data(), static_cast<unsigned>(header.size())) == int(header.size());
-    for (std::size_t off = 0; ok && off < count;) {
-      const unsigned chunk = static_cast<unsigned>(std::min<std::size_t>(count - off, 1u << 30));
-      ok = gzwrite(f.get(), array.values.data() + off, chunk) == int(chunk);
-      off += chunk;
-    }
-    if (!ok || gzclose(f.release()) != Z_OK) {
-      std::remove(tmp.c_str());
-      fail("write_idx: writing '{}' failed (disk full?)", tmp);
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fail("write_idx: cannot rename '{}' to '{}': {}", tmp, path, ec.message());
+  std::string bytes{'\0', '\0', static_cast<char>(kUnsignedByte), static_cast<char>(array.dims.size())};
+  for (auto d : array.dims)
+    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<char>((d >> s) & 0xFF));
+  bytes.append(reinterpret_cast<const char*>(array.values.data()), count);
+  write_file_atomic(path, gz ? gzip_bytes(bytes, path) : bytes, "write_idx");
 }
 
 // ----------------------------------------------------------------------------------------------- Dataset
@@ -312,6 +330,71 @@ Batch DataLoader::make_batch(std::size_t batch_index) const {
 Batch DataLoader::next() {
   if (cursor_ >= num_batches()) start_epoch();
   return make_batch(cursor_++);
+}
+
+StateDict DataLoader::state_dict() const {
+  auto number = [](double v) { return from_vector(std::vector<double>{v}, {1}, kFloat64); };
+  StateDict sd;
+  sd.insert("epoch", number(static_cast<double>(epoch_)));
+  sd.insert("cursor", number(static_cast<double>(cursor_)));
+  sd.insert("order", from_vector(std::vector<double>(order_.begin(), order_.end()), {order_.size()}, kFloat64));
+  sd.insert("dataset_size", number(static_cast<double>(ds_.size())));
+  sd.insert("batch_size", number(static_cast<double>(opts_.batch_size_)));
+  sd.insert("shuffle", number(opts_.shuffle_ ? 1.0 : 0.0));
+  sd.insert("drop_last", number(opts_.drop_last_ ? 1.0 : 0.0));
+  sd.merge("generator", generator_state(gen_));
+  return sd;
+}
+
+void DataLoader::load_state_dict(const StateDict& state) {
+  auto number = [&](const char* key) {
+    const Tensor& t = state.at(key);
+    if (t.numel() != 1) fail("DataLoader::load_state_dict: '{}' must be one number, got shape {}", key, shape_str(t.shape()));
+    const double v = t.to_vector()[0];
+    if (!(v >= 0 && v < 9007199254740992.0 && v == std::floor(v)))
+      fail("DataLoader::load_state_dict: '{}' must be a non-negative integer, got {}", key, v);
+    return static_cast<std::size_t>(v);
+  };
+  auto expect = [&](const char* key, std::size_t have, const char* what) {
+    const std::size_t saved = number(key);
+    if (saved != have)
+      fail("DataLoader::load_state_dict: the saved loader had {} {}, this one has {}: build the loader as the "
+           "saved run did",
+           saved, what, have);
+  };
+  expect("dataset_size", ds_.size(), "samples");
+  expect("batch_size", opts_.batch_size_, "as batch size");
+  expect("shuffle", opts_.shuffle_ ? 1 : 0, "as shuffle (0/1)");
+  expect("drop_last", opts_.drop_last_ ? 1 : 0, "as drop_last (0/1)");
+  const std::size_t epoch = number("epoch"), cursor = number("cursor");
+  const std::vector<double> order = state.at("order").to_vector();
+  if (order.size() != (epoch == 0 ? 0 : ds_.size()))
+    fail("DataLoader::load_state_dict: the saved order has {} indices for a dataset of {} samples", order.size(),
+         ds_.size());
+  std::vector<std::size_t> idx(order.size());
+  std::vector<bool> seen(order.size(), false);
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const double v = order[i];
+    if (!(v >= 0 && v < static_cast<double>(order.size()) && v == std::floor(v)) || seen[static_cast<std::size_t>(v)])
+      fail("DataLoader::load_state_dict: the saved order is not a permutation of 0..{} (entry {} is {})",
+           order.size() - 1, i, v);
+    idx[i] = static_cast<std::size_t>(v);
+    seen[idx[i]] = true;
+  }
+  if (cursor > num_batches())
+    fail("DataLoader::load_state_dict: the saved position is batch {} of an epoch of {} batches", cursor,
+         num_batches());
+  Generator g = gen_;
+  load_generator_state(g, state.sub("generator"));
+  if (state.size() != 7 + state.sub("generator").size())
+    fail("DataLoader::load_state_dict: {} keys, expected epoch, cursor, order, dataset_size, batch_size, shuffle, "
+         "drop_last and generator.*",
+         state.size());
+  // Everything checked: commit.
+  gen_ = g;
+  order_ = std::move(idx);
+  epoch_ = epoch;
+  cursor_ = cursor;
 }
 
 DataLoader::Iterator DataLoader::begin() {

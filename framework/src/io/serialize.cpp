@@ -29,6 +29,8 @@
 
 #include <xtensor/xarray.hpp>
 
+#include "xgrad/atomic_file.h"
+
 namespace xg {
 
 static_assert(std::endian::native == std::endian::little, "xgrad's .npy code assumes a little-endian host");
@@ -60,48 +62,6 @@ std::string read_file(const std::string& path, const char* fn) {
   ss << in.rdbuf();
   if (in.bad()) fail("{}: error while reading '{}'", fn, path);
   return ss.str();
-}
-
-// Writes `bytes` to `path` atomically: into "<path>.tmp-<pid>" in the same directory, fsync, rename over
-// `path`, fsync the directory. A crash at any point leaves either the old file or the new one, never half.
-void write_atomically(const std::string& path, const std::string& bytes, const char* fn) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot create '{}' ({})", fn, tmp, std::strerror(errno));
-  auto abandon = [&](const char* what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail("{}: {} '{}' failed ({}); '{}' was not changed", fn, what, tmp, std::strerror(err), path);
-  };
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      abandon("writing");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) abandon("fsync of");
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: closing '{}' failed ({}); '{}' was not changed", fn, tmp, std::strerror(err), path);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: cannot rename '{}' to '{}' ({})", fn, tmp, path, std::strerror(err));
-  }
-  // Make the rename itself durable.
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 // ---- .npy writing -------------------------------------------------------------------------------------------
@@ -414,7 +374,7 @@ Tensor parse_npy(const Bytes& b) {
 
 // ---- .npz: zip archives through libzip -----------------------------------------------------------------------
 // libzip (Debian's libzip-dev) builds the archive in memory, so the file itself is still written once, by
-// write_atomically (temp file, fsync, rename). Reading parses the whole file from memory: libzip checks the zip
+// write_file_atomic (xgrad/atomic_file.h: temp file, fsync, rename). Reading parses the whole file from memory: libzip checks the zip
 // structure and each entry's CRC-32, we bound sizes and give the messages.
 
 // Owning handles; each frees with libzip's own call.
@@ -573,7 +533,7 @@ std::string zip_entry_data(zip_t* za, zip_uint64_t i, const zip_stat_t& st, cons
 
 // ---- public API -------------------------------------------------------------------------------------------------
 void save_npy(const std::string& path, const Tensor& t) {
-  write_atomically(path, npy_bytes(t, path, "save_npy"), "save_npy");
+  write_file_atomic(path, npy_bytes(t, path, "save_npy"), "save_npy");
 }
 
 Tensor load_npy(const std::string& path) {
@@ -589,7 +549,7 @@ void save_npz(const std::string& path, const StateDict& tensors) {
     if (name.find('\0') != std::string::npos) fail("save_npz: '{}': the name '{}' contains a NUL byte", path, name);
     files.emplace_back(name + ".npy", npy_bytes(t, name, "save_npz"));
   }
-  write_atomically(path, zip_bytes(files, path), "save_npz");
+  write_file_atomic(path, zip_bytes(files, path), "save_npz");
 }
 
 StateDict load_npz(const std::string& path) {

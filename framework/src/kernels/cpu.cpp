@@ -21,6 +21,29 @@ namespace xg::cpu {
 namespace {
 using namespace detail;
 
+#if defined(XGRAD_X86) && defined(__clang__) && __clang_major__ < 15
+// clang 14 (the fuzz build, docs/fuzzing.md) does not know some of __builtin_cpu_supports' names: read those
+// bits from CPUID directly (leaf, subleaf, register, bit).
+bool cpuid_bit(unsigned leaf, unsigned sub, int reg, int bit) {
+  unsigned r[4] = {0, 0, 0, 0};
+  if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) return false;
+  return (r[reg] >> bit) & 1u;
+}
+#define XG_CPU_SUPPORTS_F16C cpuid_bit(1, 0, 2, 29)
+#define XG_CPU_SUPPORTS_MOVBE cpuid_bit(1, 0, 2, 22)
+#define XG_CPU_SUPPORTS_LZCNT cpuid_bit(0x80000001u, 0, 2, 5)
+#define XG_CPU_SUPPORTS_AVX512FP16 cpuid_bit(7, 0, 3, 23)
+#define XG_CPU_SUPPORTS_VAES cpuid_bit(7, 0, 2, 9)
+#define XG_CPU_SUPPORTS_AVXVNNI cpuid_bit(7, 1, 0, 4)
+#else
+#define XG_CPU_SUPPORTS_F16C __builtin_cpu_supports("f16c")
+#define XG_CPU_SUPPORTS_MOVBE __builtin_cpu_supports("movbe")
+#define XG_CPU_SUPPORTS_LZCNT __builtin_cpu_supports("lzcnt")
+#define XG_CPU_SUPPORTS_AVX512FP16 __builtin_cpu_supports("avx512fp16")
+#define XG_CPU_SUPPORTS_VAES __builtin_cpu_supports("vaes")
+#define XG_CPU_SUPPORTS_AVXVNNI __builtin_cpu_supports("avxvnni")
+#endif
+
 // __builtin_cpu_supports wants a string literal, hence the switch.
 bool cpu_has(Feature f) {
 #ifndef XGRAD_X86
@@ -37,9 +60,9 @@ bool cpu_has(Feature f) {
     case kFma: return __builtin_cpu_supports("fma");
     case kBmi: return __builtin_cpu_supports("bmi");
     case kBmi2: return __builtin_cpu_supports("bmi2");
-    case kF16c: return __builtin_cpu_supports("f16c");
-    case kMovbe: return __builtin_cpu_supports("movbe");
-    case kLzcnt: return __builtin_cpu_supports("lzcnt");
+    case kF16c: return XG_CPU_SUPPORTS_F16C;
+    case kMovbe: return XG_CPU_SUPPORTS_MOVBE;
+    case kLzcnt: return XG_CPU_SUPPORTS_LZCNT;
     case kAes: return __builtin_cpu_supports("aes");
     case kPclmul: return __builtin_cpu_supports("pclmul");
     case kAvx512f: return __builtin_cpu_supports("avx512f");
@@ -54,11 +77,11 @@ bool cpu_has(Feature f) {
     case kAvx512vbmi2: return __builtin_cpu_supports("avx512vbmi2");
     case kAvx512bitalg: return __builtin_cpu_supports("avx512bitalg");
     case kAvx512vpopcntdq: return __builtin_cpu_supports("avx512vpopcntdq");
-    case kAvx512fp16: return __builtin_cpu_supports("avx512fp16");
+    case kAvx512fp16: return XG_CPU_SUPPORTS_AVX512FP16;
     case kGfni: return __builtin_cpu_supports("gfni");
     case kVpclmulqdq: return __builtin_cpu_supports("vpclmulqdq");
-    case kVaes: return __builtin_cpu_supports("vaes");
-    case kAvxvnni: return __builtin_cpu_supports("avxvnni");
+    case kVaes: return XG_CPU_SUPPORTS_VAES;
+    case kAvxvnni: return XG_CPU_SUPPORTS_AVXVNNI;
     default: return false;
   }
 #endif

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "xgrad/atomic_file.h"
+
 namespace xg {
 
 namespace fs = std::filesystem;
@@ -323,20 +325,15 @@ void render_dot(const std::string& dot, const std::string& path, const RenderOpt
     f << dot;
     if (!f) fail("render_dot: cannot write the temporary file '{}'", in.path);
   }
-  // Render next to the target, then rename: readers never see a half-written file.
-  TempFile out((target.parent_path() / ("." + target.filename().string() + ".XXXXXX")).string());
+  // Render to a temporary file next to the target, then rename (xgrad/atomic_file.h): readers never see a
+  // half-written file, and a failed `dot` leaves the old one.
+  AtomicFile out(path, "render_dot");
   const std::string cmd = fmt::format("{} -T{} {} -o {} 2>{}", shell_quote(program), shell_quote(format),
-                                      shell_quote(in.path), shell_quote(out.path), shell_quote(err.path));
+                                      shell_quote(in.path), shell_quote(out.temp_path()), shell_quote(err.path));
   if (const int rc = run(cmd); rc != 0)
     fail("render_dot: `{} -T{}` failed (exit code {}) writing '{}': {}", program, format, rc, path,
          read_text(err.path));
-  std::error_code ec;
-  // mkstemp made it private (0600); give it the usual permissions of a new file.
-  fs::permissions(out.path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
-                                fs::perms::others_read, ec);
-  fs::rename(out.path, target, ec);
-  if (ec) fail("render_dot: cannot move the rendered graph to '{}': {}", path, ec.message());
-  out.path.clear();  // renamed: nothing to clean up
+  out.commit();
 }
 
 void render(const Tensor& root, const std::string& path, const DotOptions& dot_opts, const RenderOptions& opts) {

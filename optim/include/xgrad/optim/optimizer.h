@@ -78,7 +78,7 @@ using Betas = std::pair<double, double>;
 /// The checks an options struct attaches to its options (see OptimizerOptionsBase). Each throws xg::Error
 /// naming the optimizer, the option, the rule and the value.
 namespace check {
-/// "SGD: lr must be a finite number >= 0, got -0.1" (NaN and ±inf fail too).
+/// "SGD: lr must be >= 0, got -0.1"; NaN and infinities: "SGD: lr must be a finite number >= 0, got inf".
 void non_negative(std::string_view optimizer, std::string_view option, double value);
 /// "<optimizer>: <option> must be in [0, 1), got 1" (check::betas applies it to each beta).
 void in_unit_interval(std::string_view optimizer, std::string_view option, double value);
