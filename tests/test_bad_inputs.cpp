@@ -69,7 +69,7 @@ const std::map<std::string, std::function<void()>>& rows() {
       {"broadcast", [] { xg::zeros({2, 3}) + xg::zeros({4}); }},
       {"matmul-shapes", [] { xg::matmul(xg::zeros({64, 10}), xg::zeros({20, 5})); }},
       {"linear-features", [] { nn::Linear(784, 100).forward(xg::zeros({8, 100})); }},
-      {"dtype-mix", [] { xg::zeros({2}) + xg::zeros({2}, xg::kFloat64); }},
+      {"dtype-mix", [] { xg::matmul(xg::zeros({2, 2}), xg::zeros({2, 2}, xg::kFloat64)); }},
       {"reshape-numel", [] { xg::reshape(xg::zeros({2, 3}), {4, 2}); }},
       {"axis-range", [] { xg::sum(xg::zeros({2, 3}), {2}); }},
       {"conv-rank", [] { xg::conv2d(xg::zeros({1, 28, 28}), xg::zeros({8, 1, 3, 3})); }},

@@ -104,7 +104,7 @@ TEST_CASE("SIGINT stops a sweep cleanly with a message and status 130; --resume 
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 130);
   const std::string log = slurp(dir / "stopped.log");
-  CHECK(log.find("xgrad-lab: stopped by SIGINT: training run 1 (mlp sgd lr=0.1 bn seed 0) at step ") !=
+  CHECK(log.find("xgrad-lab: stopped by SIGINT: training run 1 (mlp sgd lr=0.1 bn seed 1) at step ") !=
         std::string::npos);
   CHECK(log.find("continue with:\n  xgrad-lab lr-sweep --resume " + out.string() + "\n") != std::string::npos);
   CHECK(log.find("100%") == std::string::npos);  // the progress bar does not claim to be done

@@ -93,17 +93,17 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
         LimitsNetSpec spec;
         spec.norm = cfg.arms[a];
         spec.total_steps = cfg.epochs * (train.size() / B);
-        const std::uint64_t seed = lab.options().seed;
-        Net net = make_limits_net(spec, in, classes, seed_for(seed, "init", s), nullptr);
-        const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle", s), progress,
+        const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
+        Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
+        const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
                                            fmt::format("{} B={} seed {}", cfg.arms[a], B, s));
         lab.add_timing(ex, run.seconds, run.steps);
         const double e = run.diverged ? chance_err : 1.0 - evaluate(*net.model, eval_set).accuracy;
         diverged += run.diverged;
         err[a][bi].push_back(e);
-        lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(s),
+        lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
                    static_cast<std::int64_t>(run.steps), "test_err", e);
-        if (run.diverged) lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(s),
+        if (run.diverged) lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
                                      static_cast<std::int64_t>(run.steps), "diverged", 1.0);
       }
   }

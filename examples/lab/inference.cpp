@@ -108,10 +108,10 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
     const double lr = cfg.base_lr * static_cast<double>(B) / static_cast<double>(cfg.base_batch);
     progress.set_unit_cost(1.0 + static_cast<double>(B) / 16.0);
     for (std::size_t s = 0; s < cfg.seeds; ++s) {
-      const std::uint64_t seed = lab.options().seed;
+      const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
       LimitsNetSpec spec;
       spec.norm = "bn";
-      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init", s), nullptr);
+      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
       // the shadows: per BN layer, per momentum, fed by a hook on the layer's training forwards
       std::vector<std::vector<Shadow>> shadows(net.batchnorms.size());
       std::vector<xg::nn::HookHandle> hooks;
@@ -131,7 +131,7 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
                 }
             }));
       }
-      const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle", s), progress,
+      const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
                                          fmt::format("B={} seed {}", B, s));
       for (auto& h : hooks) h.remove();
       lab.add_timing(ex, run.seconds, run.steps);
@@ -148,8 +148,8 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
           }
           a[k] = evaluate(*net.model, eval_set).accuracy;
         }
-        a[nm] = batch_stats_accuracy(net, eval_set, B, seed_for(seed, "test-batches", s));
-        xg::data::DataLoader pass(train, xg::data::DataLoaderOptions(B).drop_last(true).seed(seed_for(seed, "pass", s)));
+        a[nm] = batch_stats_accuracy(net, eval_set, B, seed_for(seed, "test-batches"));
+        xg::data::DataLoader pass(train, xg::data::DataLoaderOptions(B).drop_last(true).seed(seed_for(seed, "pass")));
         xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Cumulative);
         a[nm + 1] = evaluate(*net.model, eval_set).accuracy;
         xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Population);
@@ -157,7 +157,7 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
       }
       for (std::size_t k = 0; k < M; ++k) {
         acc[k][bi].push_back(a[k]);
-        lab.metric(ex, "mlp", "sgd-momentum", keys[k], lr, static_cast<std::int64_t>(s),
+        lab.metric(ex, "mlp", "sgd-momentum", keys[k], lr, static_cast<std::int64_t>(seed),
                    static_cast<std::int64_t>(run.steps), "test_acc", a[k]);
       }
     }

@@ -179,7 +179,11 @@ int main(int argc, char** argv) {
   std::optional<lab::Lab> lab_holder;
   try {
     lab::Lab& lab = lab_holder.emplace(opts);
-    lab::record_arguments(lab, args);
+    // Under mpirun the sweep resumes by cells (run the same command again); --resume is for one process.
+    if (lab::job_size() > 1 && (opts.resume || opts.checkpoint_every > 0))
+      xg::fail("--resume and --checkpoint-every work in a single process; under mpirun a sweep resumes by its "
+               "recorded cells: run the same command again");
+    if (lab::job_size() == 1) lab::record_arguments(lab, args);
     lab::install_stop_handlers();
     auto sweep_cfg = [&] {
       auto c = lab::lr_sweep_config(lab);

@@ -60,14 +60,14 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
   std::vector<std::vector<double>> tr(arms.size()), te(arms.size()), gap(arms.size());
   for (std::size_t s = 0; s < cfg.seeds; ++s)
     for (std::size_t a = 0; a < arms.size(); ++a) {
-      const std::uint64_t seed = lab.options().seed;
+      const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
       LimitsNetSpec spec;
       spec.norm = arms[a].bn ? "bn" : "none";
       spec.hidden = cfg.hidden;
       spec.dropout = arms[a].dropout ? cfg.dropout : 0.0;
-      xg::Generator dropout_gen(seed_for(seed, "dropout", s));
-      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init", s), &dropout_gen);
-      const LimitsRun run = train_limits(net, train, cfg.batch, cfg.epochs, cfg.lr, seed_for(seed, "shuffle", s),
+      xg::Generator dropout_gen(seed_for(seed, "dropout"));
+      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), &dropout_gen);
+      const LimitsRun run = train_limits(net, train, cfg.batch, cfg.epochs, cfg.lr, seed_for(seed, "shuffle"),
                                          progress, fmt::format("{} seed {}", arms[a].key, s));
       lab.add_timing(ex, run.seconds, run.steps);
       const double a_tr = run.diverged ? std::nan("") : evaluate(*net.model, train).accuracy;
@@ -76,10 +76,10 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
       te[a].push_back(a_te);
       gap[a].push_back(a_tr - a_te);
       if (run.diverged)
-        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(s),
+        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
                    static_cast<std::int64_t>(run.steps), "diverged", static_cast<double>(run.steps));
       for (const auto& [name, v] : {std::pair{"train_acc", a_tr}, std::pair{"test_acc", a_te}, std::pair{"gap", a_tr - a_te}})
-        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(s),
+        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
                    static_cast<std::int64_t>(run.steps), name, v);
     }
   progress.finish();

@@ -1,6 +1,8 @@
 // training.cpp — make_optimizer and train_run (see training.h).
 #include "training.h"
 
+#include "cells.h"  // job_size(): per-run checkpoints only in a single process
+
 #include <algorithm>
 
 #include <cmath>
@@ -83,7 +85,10 @@ RunResult train_run(Lab& lab, const RunSpec& spec, Progress& progress, const Ste
   ck.add("window_loss", window_loss).add("window_correct", window_correct).add("window_seen", window_seen);
   ck.add("diverged_at", diverged_at).add("rows", rows).add("diverged_why", why_codes).add("result", scalars);
   const fs::path ck_path = lab.checkpoint_dir() / fmt::format("run-{}.npz", run_index);
+  // Under mpirun (several ranks) runs are resumed by whole cells instead (cells.h): no per-run checkpoints.
+  const bool checkpoints_on = job_size() == 1;
   auto save_checkpoint = [&] {
+    if (!checkpoints_on) return;
     why_codes = text_codes(res.diverged_why);
     scalars = {res.final_accuracy, res.best_accuracy, res.final_train_loss, prior_seconds + timer.seconds(),
                res.diverged ? 1.0 : 0.0};
