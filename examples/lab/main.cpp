@@ -69,6 +69,7 @@ void add_common(CLI::App* app, lab::LabOptions& o, bool& quick, bool& tiny, bool
 }  // namespace
 
 int main(int argc, char** argv) {
+  lab::install_stop_handlers();  // SIGINT/SIGTERM: checkpoint and stop at the next step (resume.h); before any thread
   // A training step frees and reallocates the same large tensors; keep them in the process instead of
   // page-faulting them back in every step (see xgrad/memory.h: 2x on the MLP steps of a 2-vCPU VM).
   xg::keep_freed_memory();
@@ -184,7 +185,6 @@ int main(int argc, char** argv) {
       xg::fail("--resume and --checkpoint-every work in a single process; under mpirun a sweep resumes by its "
                "recorded cells: run the same command again");
     if (lab::job_size() == 1) lab::record_arguments(lab, args);
-    lab::install_stop_handlers();
     auto sweep_cfg = [&] {
       auto c = lab::lr_sweep_config(lab);
       sweep_lrs.apply(c.sgd_lrs);

@@ -3,6 +3,10 @@
 
 #include <algorithm>
 #include <fstream>
+#include <thread>
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <fmt/format.h>
 #include <xgrad/xgrad.h>
@@ -25,12 +29,28 @@ std::vector<std::string> read_lines(const fs::path& p) {
 void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
-  // SA_RESTART: a system call the signal interrupts (in any thread: OpenBLAS's, oneDNN's, the pool's) resumes
-  // instead of failing with EINTR; the flag is read at the next step.
+  // SA_RESTART: a system call the signal interrupts resumes instead of failing with EINTR; the flag is read at
+  // the next step.
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // The signals are taken by one watcher thread (sigwait), never by this thread or the threads it creates from
+  // now on (xgrad's pool, which also runs oneDNN's JIT GEMM pieces): a handler run asynchronously on a thread in
+  // the middle of a kernel was seen to corrupt the heap now and then (a rare crash after SIGINT, never under
+  // ASan). Threads that already exist (OpenBLAS's, created when the library loads) keep the handler above.
+  // Called first thing in main, before any thread of ours exists.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) == 0) g_stop = sig;
+    }
+  }).detach();
 }
 
 int stop_signal() { return g_stop; }
