@@ -185,7 +185,9 @@ void parse_cell(const std::string& text, const std::string& key, const std::stri
 CellRunner::CellRunner(Lab& lab, std::string experiment)
     : lab_(lab), experiment_(std::move(experiment)), dir_(lab.out() / "cells" / experiment_) {
   std::string listing;  // the keys on disk, one a line, decided by rank 0
-  if (is_report_rank() && fs::is_directory(dir_))
+  // Only a job of several ranks skips recorded cells; a single process resumes with --resume instead (its
+  // checkpoints replay finished runs and continue the interrupted one, in loop order: resume.h).
+  if (is_report_rank() && job_size() > 1 && fs::is_directory(dir_))
     for (const auto& e : fs::directory_iterator(dir_)) {
       if (e.path().extension() != ".cell") continue;
       std::istringstream in(read_text(e.path()));

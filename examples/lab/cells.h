@@ -45,7 +45,8 @@ int fail_job(const std::string& message);
 
 class CellRunner {
  public:
-  /// Lists the cells already recorded in <out>/cells/<experiment>/ (on rank 0, shared with the other ranks).
+  /// Lists the cells already recorded in <out>/cells/<experiment>/ (on rank 0, shared with the other ranks) —
+  /// under mpirun only: a single process resumes with --resume (resume.h), never by skipping recorded cells.
   CellRunner(Lab& lab, std::string experiment);
 
   /// The next cell of the loop: its result if this rank runs it (fn) or it is recorded on disk (on rank 0),

@@ -1,6 +1,6 @@
 // xgrad-lab — the bundled BatchNorm experiments, one subcommand each (run `xgrad-lab --help`).
 //
-//   xgrad-lab all --out results            # everything the README shows (about 2 minutes on 2 cores)
+//   xgrad-lab all --out results            # everything the README shows (about 4.5 minutes on 2 cores)
 //   xgrad-lab lr-sweep --quick             # CI-sized (under a minute)
 //   xgrad-lab convergence --steps 50000    # the paper's budget
 //
