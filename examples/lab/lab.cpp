@@ -384,7 +384,7 @@ std::string gnuplot_script(const Figure& fig) {
       plot += fmt::format("{}$d{}_{} {} {} title {}", plot.empty() ? "plot " : ", \\\n     ", p, k, using_style,
                           ser.extra, gp_quote(ser.title));
     }
-    body += plot.empty() ? "set label 'no data' at graph 0.45, graph 0.5\nplot NaN notitle\n" : plot + "\n";
+    body += plot.empty() ? "set label 'no data' at graph 0.45, graph 0.5\nset xrange [0:1]\nset yrange [0:1]\nplot NaN notitle\n" : plot + "\n";
   }
   if (multi) body += "unset multiplot\n";
   // gnuplot 5 has no functions of statements: write the body twice, once per terminal.
