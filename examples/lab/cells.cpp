@@ -58,7 +58,7 @@ int fail_job(const std::string& message) {
 // ---- the cell file -------------------------------------------------------------------------------------------
 namespace {
 
-constexpr const char* kMagic = "xgrad-lab cell 1";
+constexpr const char* kMagic = "xgrad-lab cell 2";  // 2: RunResult::series, the command in the key
 
 std::string hex(double v) { return fmt::format("{:a}", v); }
 
@@ -81,14 +81,40 @@ std::uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-// Everything that determines a cell's result.
-std::string cell_key(const Lab& lab, const RunSpec& s) {
+// The command line without what cannot change a result: --out (where, not what) and --threads (xgrad's results
+// do not depend on the thread count: docs/determinism.md). It holds the subcommand and every other option.
+std::string command_key(const std::string& command_line) {
+  std::istringstream in(command_line);
+  std::string out, tok;
+  bool skip_value = false;
+  while (in >> tok) {
+    if (skip_value) {
+      skip_value = false;
+      continue;
+    }
+    if (tok == "--out" || tok == "--threads") {
+      skip_value = true;
+      continue;
+    }
+    if (tok.rfind("--out=", 0) == 0 || tok.rfind("--threads=", 0) == 0) continue;
+    out += (out.empty() ? "" : " ") + tok;
+  }
+  return out;
+}
+
+// Everything that determines a cell's result: the options in effect (also those the command line leaves at
+// their defaults) and the command line itself.
+std::string common_key(const Lab& lab) {
   const auto& o = lab.options();
+  return fmt::format("mode={} seed={} bn_impl={} data={} cmd={}", o.mode, o.seed, lab.bn_impl(), o.data,
+                     command_key(o.command_line));
+}
+std::string cell_key(const Lab& lab, const RunSpec& s) {
   return fmt::format("{} {} {} {} lr={} seed_index={} steps={} batch={} log_every={} eval_every={} kind={} bn={} "
-                     "train={} eval={} blowup={} seed={} bn_impl={} data={}",
+                     "train={} eval={} blowup={} {}",
                      s.experiment, s.model, s.optimizer, s.arm, hex(s.lr), s.seed_index, s.steps, s.batch_size,
                      s.log_every, s.eval_every, s.net.kind, s.net.batchnorm, s.train_set ? s.train_set->size() : 0,
-                     s.eval_set ? s.eval_set->size() : 0, hex(s.blowup_loss), o.seed, lab.bn_impl(), o.data);
+                     s.eval_set ? s.eval_set->size() : 0, hex(s.blowup_loss), common_key(lab));
 }
 
 std::string read_text(const fs::path& p) {
@@ -112,6 +138,12 @@ std::string serialize_cell(const std::string& key, const RunResult& r,
   put_vector(out, "eval_steps", r.eval_steps);
   put_vector(out, "eval_accuracy", r.eval_accuracy);
   put_vector(out, "eval_loss", r.eval_loss);
+  out += fmt::format("series {}\n", r.series.size());
+  for (const auto& [name, v] : r.series) {
+    if (name.empty() || name.find_first_of(" \t\n") != std::string::npos)
+      xg::fail("cell series name '{}' must be one word", name);
+    put_vector(out, name.c_str(), v);
+  }
   out += fmt::format("rows {}\n", rows.size());
   for (const auto& row : rows) {
     std::string line;
@@ -164,7 +196,24 @@ void parse_cell(const std::string& text, const std::string& key, const std::stri
     for (std::size_t i = 0; i < n && d >> tok; ++i) v->push_back(parse_double(tok, what));
     if (v->size() != n) xg::fail("{}: vector {} is truncated", what, name);
   }
-  const std::size_t n = std::stoul(next("rows "));
+  auto count = [&](const char* expect) {
+    const std::string s = next(expect);
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0') xg::fail("{}: '{}{}' is not a count (a damaged cell file? delete it)", what, expect, s);
+    return static_cast<std::size_t>(n);
+  };
+  r.series.clear();
+  for (std::size_t k = 0, ns = count("series "); k < ns; ++k) {
+    std::istringstream d(next("vec "));
+    std::string name, tok;
+    std::size_t len = 0;
+    d >> name >> len;
+    std::vector<double>& v = r.series[name];
+    for (std::size_t i = 0; i < len && d >> tok; ++i) v.push_back(parse_double(tok, what));
+    if (v.size() != len) xg::fail("{}: series {} is truncated", what, name);
+  }
+  const std::size_t n = count("rows ");
   rows.clear();
   for (std::size_t i = 0; i < n; ++i) {
     if (!std::getline(in, line)) xg::fail("{}: {} of {} metrics rows", what, i, n);
@@ -206,9 +255,19 @@ CellRunner::CellRunner(Lab& lab, std::string experiment)
 }
 
 RunResult CellRunner::run(const RunSpec& spec, const std::function<RunResult()>& fn) {
-  const std::string key = cell_key(lab_, spec);
+  return run_keyed(cell_key(lab_, spec), spec.steps, fn);
+}
+
+RunResult CellRunner::run(const std::string& what, std::size_t steps, const std::function<RunResult()>& fn) {
+  return run_keyed(fmt::format("{} {} {}", experiment_, what, common_key(lab_)), steps, fn);
+}
+
+RunResult CellRunner::run_keyed(const std::string& key, std::size_t steps, const std::function<RunResult()>& fn) {
+  if (key.find('\n') != std::string::npos) xg::fail("{}: a cell key must be one line: '{}'", experiment_, key);
   const fs::path file = dir_ / fmt::format("{:016x}.cell", fnv1a(key));
-  entries_.push_back({key, {}, false, spec.steps});
+  for (const auto& e : entries_)
+    if (e.key == key) xg::fail("{}: two cells of the sweep have the same key '{}'", experiment_, key);
+  entries_.push_back({key, {}, false, steps});
   RunResult r;
   std::vector<std::vector<Table::Cell>> rows;
   if (std::find(done_.begin(), done_.end(), key) != done_.end()) {  // recorded by an earlier run: skip it

@@ -3,12 +3,15 @@
 //   mpirun -np 4 xgrad-lab lr-sweep --out results     # 4 ranks share the cells; rank 0 writes the report
 //
 // A sweep's loop stays as it is; inside it, `RunResult r = cells.run(spec, [&] { return train_run(...); });`
-// and after it `if (!cells.gather(...)) return;`. What happens:
+// (or, for a run that is not a train_run, `cells.run("arm=bn seed_index=2", steps, [&] { ... })`) and after
+// it `if (!cells.gather(...)) return;`. Every experiment of `xgrad-lab all` is written this way, so every one
+// is spread. What happens:
 //   * every finished cell is written to <out>/cells/<experiment>/<hash>.cell (lab::write_file_atomic: a killed
-//     process leaves the cell whole or absent), with its RunResult and its metrics.csv rows (doubles as
-//     hexfloats: exact), keyed by everything that determines it (experiment, model, optimizer, arm, lr, seed,
-//     steps, batch, sizes, --seed, --bn-impl, --data) — so a restart with the same options skips it and a
-//     restart with other options does not reuse it;
+//     process leaves the cell whole or absent), with its RunResult (RunResult::series included) and its
+//     metrics.csv rows (doubles as hexfloats: exact), keyed by everything that determines it (experiment, model,
+//     optimizer, arm, lr, seed, steps, batch, sizes, and the command line without --out and --threads, which
+//     holds every option) — so a restart with the same command skips it and a restart with other options does
+//     not reuse it;
 //   * the cells not yet on disk when the sweep starts are dealt round-robin to the ranks (rank 0 decides which
 //     are on disk and tells the others, so every rank agrees); a rank runs only its own;
 //   * gather() brings every cell to rank 0 in the loop's order, which replays their metrics rows into the Lab:
@@ -52,6 +55,11 @@ class CellRunner {
   /// The next cell of the loop: its result if this rank runs it (fn) or it is recorded on disk (on rank 0),
   /// else an empty RunResult that gather() fills in. Records what fn returns and the metrics rows it wrote.
   RunResult run(const RunSpec& spec, const std::function<RunResult()>& fn);
+  /// The same for a cell that is not described by a RunSpec (its own training loop, a probe): `what` names what
+  /// distinguishes it from the experiment's other cells (e.g. "arm=bn seed_index=1"; the command line is added
+  /// to the key), `steps` counts it in the timing table. fn must return the RunResult the analysis needs
+  /// (RunResult::series for anything beyond the standard fields) and set its `seconds`.
+  RunResult run(const std::string& what, std::size_t steps, const std::function<RunResult()>& fn);
   /// Brings every cell to rank 0: on_result(i, result) for cell i in loop order, its metrics rows replayed into
   /// the Lab in that order. Returns true on rank 0 (go on with the analysis), false on the others.
   bool gather(const std::function<void(std::size_t, RunResult)>& on_result);
@@ -60,6 +68,7 @@ class CellRunner {
   std::size_t cells_skipped() const { return skipped_; }
 
  private:
+  RunResult run_keyed(const std::string& key, std::size_t steps, const std::function<RunResult()>& fn);
   struct Entry {
     std::string key;
     std::string text;    // the serialised cell, once known on this rank

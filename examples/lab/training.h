@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,10 @@ struct RunResult {
   std::vector<double> log_steps, train_loss, train_accuracy;  // every log_every steps
   std::vector<double> eval_steps, eval_accuracy, eval_loss;   // every eval_every steps
   double seconds = 0;
+  /// The run's other outputs by name (probe traces, histogram values, ...): an experiment whose runs are
+  /// sweep cells (cells.h) keeps here what its analysis needs besides the above, so that the cell carries it
+  /// from the rank that ran it to rank 0 (and from disk on a restart), exactly.
+  std::map<std::string, std::vector<double>> series;
 };
 
 /// Called after every training step (the step number counts from 1) and once before training with step 0.
