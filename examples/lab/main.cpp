@@ -241,18 +241,16 @@ int main(int argc, char** argv) {
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());
-    if (*all) {  // under mpirun only the sweep is spread; rank 0 runs the others meanwhile
-      if (lab::is_report_rank()) lab::run_convergence(lab, conv_cfg());
+    // Under mpirun every rank runs every experiment, each with its runs spread over the ranks (cells.h): a
+    // rank runs its share of an experiment's cells, sends them to rank 0 and goes on with the next experiment.
+    if (*all) {
+      lab::run_convergence(lab, conv_cfg());
       lab::run_lr_sweep(lab, sweep_cfg());
-      if (lab::is_report_rank()) {
-        lab::run_noisy_bn(lab, noisy_cfg());
-        lab::WhyBnCli::run_all(lab);
-      }
+      lab::run_noisy_bn(lab, noisy_cfg());
+      lab::WhyBnCli::run_all(lab);
     }
-    if (lab::is_report_rank()) {
-      why_bn.run_selected(lab);
-      lab::run_limits(lab, limits, bool(*all));
-    }
+    why_bn.run_selected(lab);
+    lab::run_limits(lab, limits, bool(*all));
 #if XGRAD_LAB_DIST
     if (*ddp) run_ddp(lab);
 #endif
