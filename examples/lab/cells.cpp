@@ -34,9 +34,10 @@ int job_rank() { return xg::dist::rank(); }
 int job_size() { return xg::dist::world_size(); }
 int fail_job(const std::string& message) {
   if (job_size() > 1)
-    xg::dist::abort(fmt::format("xgrad-lab: error: {}\nxgrad-lab: ending all {} ranks; no report was written. The "
-                                "finished cells are kept in <out>/cells/: run the same command again to resume.",
-                                message, job_size()));
+    xg::dist::abort(fmt::format("xgrad-lab: error on rank {} of {}: {}\nxgrad-lab: ending all {} ranks; no report "
+                                "was written. The finished cells are kept in <out>/cells/: run the same command "
+                                "again to resume.",
+                                job_rank(), job_size(), message, job_size()));
   fmt::print(stderr, "xgrad-lab: error: {}\n", message);
   return 1;
 }
@@ -71,7 +72,10 @@ double parse_double(const std::string& s, const std::string& what) {
 
 void put_vector(std::string& out, const char* name, const std::vector<double>& v) {
   out += fmt::format("vec {} {}", name, v.size());
-  for (double x : v) out += " " + hex(x);
+  for (double x : v) {
+    out += ' ';
+    out += hex(x);
+  }
   out += "\n";
 }
 

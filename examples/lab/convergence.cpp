@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
 #include "why_bn.h"
 
 namespace lab {
@@ -68,10 +69,9 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
                format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 2000.0));
   Progress progress("convergence", cfg.steps * arms.size() * cfg.seeds);
   std::vector<std::vector<RunResult>> results(arms.size());  // arm -> seed
-  std::vector<Trace> traces;                                 // arm -> the first seed's percentiles
+  CellRunner runner(lab, ex);                                // every (arm, seed) run is a cell (cells.h)
   for (std::size_t k = 0; k < arms.size(); ++k) {
     const std::string& arm = arms[k];
-    traces.emplace_back();
     for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {
       RunSpec spec;
       spec.experiment = ex;
@@ -94,7 +94,7 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
       // images, read by a forward hook on the module feeding the last sigmoid. The probe runs the network as
       // training does (BN normalises with the statistics of the probe batch) but changes nothing: no graph,
       // and BN's running statistics are not updated.
-      Trace& trace = traces.back();
+      Trace trace;  // this run's percentiles, kept with its cell (RunResult::series)
       const auto run_seed = static_cast<std::int64_t>(lab.run_seed(seed));
       auto probe_hook = [&](Net& net, std::size_t step) {
         if (step % probe_every != 0) return;
@@ -108,20 +108,29 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
         }
         handle.remove();
         const auto p = percentiles(unit_values(captured, cfg.unit), {15, 50, 85});
-        if (seed == 0) {
-          trace.steps.push_back(static_cast<double>(step));
-          trace.p15.push_back(p[0]);
-          trace.p50.push_back(p[1]);
-          trace.p85.push_back(p[2]);
-        }
+        trace.steps.push_back(static_cast<double>(step));
+        trace.p15.push_back(p[0]);
+        trace.p50.push_back(p[1]);
+        trace.p85.push_back(p[2]);
         for (int q = 0; q < 3; ++q)
           lab.metric(ex, spec.model, spec.optimizer, arm, spec.lr, run_seed, static_cast<std::int64_t>(step),
                      q == 0 ? "p15" : q == 1 ? "p50" : "p85", p[static_cast<std::size_t>(q)]);
       };
-      results[k].push_back(train_run(lab, spec, progress, probe_hook));
+      results[k].push_back(runner.run(spec, [&] {
+        RunResult r = train_run(lab, spec, progress, probe_hook);
+        r.series = {{"probe_step", trace.steps}, {"p15", trace.p15}, {"p50", trace.p50}, {"p85", trace.p85}};
+        return r;
+      }));
     }
   }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { results[i / cfg.seeds][i % cfg.seeds] = std::move(r); }))
+    return;  // not rank 0
+  std::vector<Trace> traces;  // arm -> the first seed's percentiles
+  for (const auto& arm_runs : results) {
+    const auto& s = arm_runs.front().series;
+    traces.push_back({s.at("probe_step"), s.at("p15"), s.at("p50"), s.at("p85")});
+  }
   auto finals = [&](std::size_t k) {
     std::vector<double> v;
     for (const auto& r : results[k]) v.push_back(r.diverged ? std::nan("") : r.final_accuracy);

@@ -7,6 +7,8 @@
 #include <fmt/format.h>
 #include <xgrad/xgrad.h>
 
+#include "cells.h"  // job_size()
+
 namespace lab {
 
 const std::vector<std::string>& metric_columns() {
@@ -148,9 +150,11 @@ fs::path Lab::finish() {
   char date[64];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
   r.para(fmt::format("Run on {} with `{}` — mode **{}**, seed {} (run k of an arm uses seed {} + k: that is the "
-                     "`seed` column of metrics.csv), {} thread(s), BatchNorm implementation **{}**, data `{}`{}. "
+                     "`seed` column of metrics.csv), {}{} thread(s), BatchNorm implementation **{}**, data `{}`{}. "
                      "Took {} in total.",
-                     date, opts_.command_line, opts_.mode, opts_.seed, opts_.seed, opts_.threads, bn_impl_used_,
+                     date, opts_.command_line, opts_.mode, opts_.seed, opts_.seed,
+                     job_size() > 1 ? fmt::format("{} MPI ranks (the runs spread over them) × ", job_size()) : "",
+                     opts_.threads, bn_impl_used_,
                      opts_.data,
                      train_ && used_train_ && used_train_ < train_->size()
                          ? fmt::format(" (at most {} of its {} training images used)", used_train_, train_->size())

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
 #include "why_bn.h"
 
 namespace lab {
@@ -90,7 +91,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
                format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 400.0));
   Progress progress("noisy-bn", cfg.steps * arms.size() * cfg.seeds);
   std::vector<std::vector<RunResult>> results(arms.size());          // arm -> seed
-  std::vector<std::vector<std::vector<double>>> snaps(arms.size());  // arm -> snapshot -> values (first seed)
+  CellRunner runner(lab, ex);  // every (arm, seed) run is a cell (cells.h)
   for (std::size_t a = 0; a < arms.size(); ++a)
     for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {
       const Arm& arm = arms[a];
@@ -115,6 +116,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
       // At the snapshot steps (first seed): the traced unit's activation input (after BN and noise, as the next
       // layer sees it in training) over fixed training images — in training mode, so BN uses batch statistics
       // and the noise is applied, but without updating BN's running statistics and without a graph.
+      std::vector<std::vector<double>> run_snaps;  // snapshot -> values (first seed only)
       auto hook = [&](Net& net, std::size_t step) {
         if (seed != 0 || std::find(snap_steps.begin(), snap_steps.end(), step) == snap_steps.end()) return;
         xg::Tensor captured;
@@ -126,15 +128,27 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
           net.model->forward(probe.images);
         }
         handle.remove();
-        snaps[a].push_back(unit_values(captured, cfg.unit));
+        run_snaps.push_back(unit_values(captured, cfg.unit));
       };
-      RunResult r = train_run(lab, spec, progress, hook);
+      RunResult r = runner.run(spec, [&] {
+        RunResult run = train_run(lab, spec, progress, hook);
+        for (std::size_t k = 0; k < run_snaps.size(); ++k) run.series[fmt::format("snapshot{}", k)] = run_snaps[k];
+        return run;
+      });
       if (r.diverged)
         progress.note(fmt::format("  {} seed {}: diverged at step {} ({})", arm.title, lab.run_seed(seed),
                                   r.diverged_at, r.diverged_why));
       results[a].push_back(std::move(r));
     }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { results[i / cfg.seeds][i % cfg.seeds] = std::move(r); }))
+    return;  // not rank 0
+  std::vector<std::vector<std::vector<double>>> snaps(arms.size());  // arm -> snapshot -> values (first seed)
+  for (std::size_t a = 0; a < arms.size(); ++a) {
+    const auto& series = results[a].front().series;
+    for (std::size_t k = 0; series.count(fmt::format("snapshot{}", k)); ++k)
+      snaps[a].push_back(series.at(fmt::format("snapshot{}", k)));
+  }
 
   // Final accuracy per arm over seeds (a diverged run counts as 0).
   auto finals = [&](std::size_t a) {
