@@ -6,7 +6,7 @@
 // (or, for a run that is not a train_run, `cells.run("arm=bn seed_index=2", steps, [&] { ... })`) and after
 // it `if (!cells.gather(...)) return;`. Every experiment of `xgrad-lab all` is written this way, so every one
 // is spread. What happens:
-//   * every finished cell is written to <out>/cells/<experiment>/<hash>.cell (lab::write_file_atomic: a killed
+//   * under mpirun, every finished cell is written to <out>/cells/<experiment>/<hash>.cell (lab::write_file_atomic: a killed
 //     process leaves the cell whole or absent), with its RunResult (RunResult::series included) and its
 //     metrics.csv rows (doubles as hexfloats: exact), keyed by everything that determines it (experiment, model,
 //     optimizer, arm, lr, seed, steps, batch, sizes, and the command line without --out and --threads, which
