@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
 #include "why_bn.h"
 
 namespace lab {
@@ -40,6 +41,30 @@ struct DlnTrace {
   bool diverged = false;
   std::size_t diverged_at = 0;
 };
+
+// A trace's series by name, as a cell carries them in RunResult::series (cells.h).
+const std::vector<std::pair<const char*, std::vector<double> DlnTrace::*>> kTraceSeries{
+    {"steps", &DlnTrace::steps},       {"loss", &DlnTrace::loss},
+    {"beta", &DlnTrace::beta},         {"pred_max", &DlnTrace::pred_max},
+    {"loss_range", &DlnTrace::loss_range}, {"ics_l2", &DlnTrace::ics_l2},
+    {"ics_rel", &DlnTrace::ics_rel},   {"ics_cos", &DlnTrace::ics_cos}};
+
+RunResult to_result(const DlnTrace& t) {
+  RunResult r;
+  r.diverged = t.diverged;
+  r.diverged_at = t.diverged_at;
+  for (const auto& [name, field] : kTraceSeries) r.series[name] = t.*field;
+  return r;
+}
+
+DlnTrace to_trace(const RunResult& r) {
+  DlnTrace t;
+  t.diverged = r.diverged;
+  t.diverged_at = r.diverged_at;
+  for (const auto& [name, field] : kTraceSeries)
+    if (const auto it = r.series.find(name); it != r.series.end()) t.*field = it->second;
+  return t;
+}
 
 // One full-batch GD run.
 DlnTrace run_one(Lab& lab, const DlnConfig& cfg, bool bn, std::size_t seed_index, Progress& progress) {
@@ -141,12 +166,27 @@ void run_dln(Lab& lab, const DlnConfig& cfg) {
                cfg.steps * arms.size() * cfg.seeds,
                format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 1500.0));
   Progress progress("dln", cfg.steps * arms.size() * cfg.seeds);
-  Timer timer;
-  std::map<std::string, std::vector<DlnTrace>> traces;
+  // Every run (arm x seed) is a cell, spread over the MPI ranks and recorded for restarts (cells.h); its trace
+  // travels in the cell's RunResult.
+  CellRunner runner(lab, ex);
+  std::vector<std::string> cell_arms;
   for (const auto& arm : arms)
-    for (std::size_t s = 0; s < cfg.seeds; ++s) traces[arm].push_back(run_one(lab, cfg, arm == "bn", s, progress));
+    for (std::size_t s = 0; s < cfg.seeds; ++s) {
+      const std::string what = fmt::format("arm={} seed_index={} layers={} width={} samples={} steps={} lr={}", arm,
+                                           s, cfg.layers, cfg.width, cfg.samples, cfg.steps, cfg.lr);
+      runner.run(what, cfg.steps, [&] {
+        Timer timer;
+        RunResult r = to_result(run_one(lab, cfg, arm == "bn", s, progress));
+        r.seconds = timer.seconds();
+        lab.add_timing(ex, r.seconds, r.diverged ? r.diverged_at : cfg.steps);
+        return r;
+      });
+      cell_arms.push_back(arm);
+    }
   progress.finish();
-  lab.add_timing(ex, timer.seconds(), cfg.steps * arms.size() * cfg.seeds);
+  std::map<std::string, std::vector<DlnTrace>> traces;  // arm -> [seed], in the loop's order
+  if (!runner.gather([&](std::size_t i, RunResult r) { traces[cell_arms[i]].push_back(to_trace(r)); }))
+    return;  // not rank 0
 
   auto per_seed = [&](const std::string& arm, std::vector<double> DlnTrace::*field) {
     std::vector<std::vector<double>> v;

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
 #include "why_bn.h"
 
 namespace lab {
@@ -59,10 +60,15 @@ void run_lp_norm(Lab& lab, const LpNormConfig& cfg) {
     fmt::print(stderr, "lp-norm --full: {} MLP steps (about {} at ~900 steps/s)\n", total,
                format_duration(static_cast<double>(total) / 900.0));
   Progress progress("lp-norm", total);
-  // arm -> lr index -> seeds' final accuracy (NaN if diverged)
-  std::map<std::string, std::vector<std::vector<double>>> acc;
+  // Every run (arm x lr x seed) is a cell, spread over the MPI ranks and recorded for restarts (cells.h).
+  CellRunner runner(lab, ex);
+  struct Cell {
+    std::string arm;
+    std::size_t lr_index;
+    RunResult result;
+  };
+  std::vector<Cell> cells;
   for (const auto& arm : arms) {
-    acc[arm.key].assign(cfg.lrs.size(), {});
     for (std::size_t i = 0; i < cfg.lrs.size(); ++i)
       for (std::size_t s = 0; s < cfg.seeds; ++s) {
         RunSpec spec;
@@ -79,11 +85,17 @@ void run_lp_norm(Lab& lab, const LpNormConfig& cfg) {
         spec.eval_every = cfg.steps;
         spec.train_set = &train;
         spec.eval_set = &eval_set;
-        const RunResult r = train_run(lab, spec, progress);
-        acc[arm.key][i].push_back(r.diverged ? 0.0 : r.final_accuracy);  // a diverged run is worth a guess or less
+        cells.push_back({arm.key, i, runner.run(spec, [&] { return train_run(lab, spec, progress); })});
       }
   }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // arm -> lr index -> seeds' final accuracy, in the loop's seed order
+  std::map<std::string, std::vector<std::vector<double>>> acc;
+  for (const auto& arm : arms) acc[arm.key].assign(cfg.lrs.size(), {});
+  for (const auto& c : cells)  // a diverged run is worth a guess or less
+    acc[c.arm][c.lr_index].push_back(c.result.diverged ? 0.0 : c.result.final_accuracy);
 
   // Verdict per ℓp arm: its best learning rate's mean against BN's, and whether at the largest learning rate
   // every seed beats every seed of the un-normalised network.

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "cells.h"
+
 namespace lab {
 
 // ------------------------------------------------------------------------------------------------ seeds
@@ -211,7 +213,15 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
   Progress progress("landscape", total);
   progress.set_total_cost(total_cost);
 
-  std::map<std::string, std::map<std::string, LandscapeTrace>> traces;  // model -> arm -> trace
+  // ---- run every cell: model x arm x seed (spread over the MPI ranks, recorded for restarts: cells.h) ------
+  // A cell's probe values travel in its RunResult::series, one value per probe step under the LandscapeTrace
+  // field's name.
+  CellRunner runner(lab, ex);
+  struct Cell {
+    std::string model, arm;
+    RunResult result;
+  };
+  std::vector<Cell> cells;
   std::map<std::string, std::vector<std::size_t>> steps_at;
   for (const auto& model : cfg.models) {
     const std::vector<std::size_t> at = probe_steps(steps_of(model), cfg.probes);
@@ -220,8 +230,6 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
     for (double m : cfg.step_multiples) etas.push_back(m * lr_of(model));
     for (const auto& arm : arms)
       for (std::size_t s = 0; s < cfg.seeds; ++s) {
-        LandscapeTrace& tr = traces[model][arm];
-        for (auto* v : {&tr.loss, &tr.loss_min, &tr.loss_max, &tr.pred_min, &tr.pred_max, &tr.beta}) v->emplace_back();
         RunSpec spec;
         spec.experiment = ex;
         spec.model = model;
@@ -237,6 +245,7 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
         spec.train_set = &train;
         spec.eval_set = &eval_set;
         const std::int64_t run_seed = static_cast<std::int64_t>(lab.run_seed(s));
+        std::map<std::string, std::vector<double>> probed;  // filled while this rank runs the cell
         spec.before_step = [&, run_seed](Net& net, const xg::data::Batch& batch, std::size_t step) {
           if (std::find(at.begin(), at.end(), step) == at.end()) return;
           const probes::Landscape r = probes::probe_landscape(network_loss(net, batch), net.model->parameters(), etas);
@@ -245,12 +254,12 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
             pmin = std::min(pmin, d);
             pmax = std::max(pmax, d);
           }
-          tr.loss.back().push_back(r.loss);
-          tr.loss_min.back().push_back(r.loss_min);
-          tr.loss_max.back().push_back(r.loss_max);
-          tr.pred_min.back().push_back(pmin);
-          tr.pred_max.back().push_back(pmax);
-          tr.beta.back().push_back(r.beta);
+          probed["loss"].push_back(r.loss);
+          probed["loss_min"].push_back(r.loss_min);
+          probed["loss_max"].push_back(r.loss_max);
+          probed["pred_min"].push_back(pmin);
+          probed["pred_max"].push_back(pmax);
+          probed["beta"].push_back(r.beta);
           const auto st = static_cast<std::int64_t>(step);
           for (auto [name, v] : {std::pair{"loss_at_probe", r.loss}, {"loss_range_min", r.loss_min},
                                  {"loss_range_max", r.loss_max}, {"grad_pred_min", pmin}, {"grad_pred_max", pmax},
@@ -259,13 +268,32 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
         };
         progress.set_unit_cost(cost_of(model) * (1.0 + probe_cost * static_cast<double>(at.size()) /
                                                            static_cast<double>(spec.steps)));
-        RunResult r = train_run(lab, spec, progress);
+        RunResult r = runner.run(spec, [&] {
+          RunResult res = train_run(lab, spec, progress);
+          res.series = std::move(probed);
+          return res;
+        });
         if (r.diverged)
           progress.note(fmt::format("  {} {} seed {}: diverged at step {}", model, arm, run_seed, r.diverged_at));
-        tr.final_acc.push_back(r.diverged ? std::nan("") : r.final_accuracy);
+        cells.push_back({model, arm, std::move(r)});
       }
   }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // The seeds' traces per model and arm, in the loop's seed order.
+  std::map<std::string, std::map<std::string, LandscapeTrace>> traces;  // model -> arm -> trace
+  for (auto& c : cells) {
+    LandscapeTrace& tr = traces[c.model][c.arm];
+    auto& ser = c.result.series;
+    tr.loss.push_back(ser["loss"]);
+    tr.loss_min.push_back(ser["loss_min"]);
+    tr.loss_max.push_back(ser["loss_max"]);
+    tr.pred_min.push_back(ser["pred_min"]);
+    tr.pred_max.push_back(ser["pred_max"]);
+    tr.beta.push_back(ser["beta"]);
+    tr.final_acc.push_back(c.result.diverged ? std::nan("") : c.result.final_accuracy);
+  }
 
   // ---- verdicts, figures, report --------------------------------------------------------------------------
   Report& rep = lab.report(ex, "Why does BatchNorm help? The loss landscape along the gradient (`landscape`)");
@@ -432,18 +460,18 @@ void run_ics(Lab& lab, const IcsConfig& cfg) {
   if (lab.full())
     fmt::print(stderr, "ics --full: {} training steps plus probes\n", cfg.steps * arms.size() * cfg.seeds);
   Progress progress("ics", cfg.steps * arms.size() * cfg.seeds);
-  // arm -> layer -> [seed][probe]
-  std::map<std::string, std::vector<std::vector<std::vector<double>>>> dist, cosine, rel;
-  for (const auto& arm : arms) {
-    dist[arm].assign(L, {});
-    cosine[arm].assign(L, {});
-    rel[arm].assign(L, {});
+  // ---- run every cell: arm x seed (spread over the MPI ranks, recorded for restarts: cells.h) ---------------
+  // A cell's probe values travel in its RunResult::series: "distance_layer<l>", "cosine_layer<l>" and
+  // "relative_layer<l>" (‖G − G′‖/‖G‖), one value per probe step.
+  auto series_name = [](const char* what, std::size_t l) { return fmt::format("{}_layer{}", what, l + 1); };
+  CellRunner runner(lab, ex);
+  struct Cell {
+    std::string arm;
+    RunResult result;
+  };
+  std::vector<Cell> cells;
+  for (const auto& arm : arms)
     for (std::size_t s = 0; s < cfg.seeds; ++s) {
-      for (std::size_t l = 0; l < L; ++l) {
-        dist[arm][l].emplace_back();
-        cosine[arm][l].emplace_back();
-        rel[arm][l].emplace_back();
-      }
       RunSpec spec;
       spec.experiment = ex;
       spec.model = "mlp";
@@ -458,24 +486,45 @@ void run_ics(Lab& lab, const IcsConfig& cfg) {
       spec.train_set = &train;
       spec.eval_set = &eval_set;
       const auto run_seed = static_cast<std::int64_t>(lab.run_seed(s));
-      spec.before_step = [&, arm, run_seed](Net& net, const xg::data::Batch& batch, std::size_t step) {
+      std::map<std::string, std::vector<double>> probed;  // filled while this rank runs the cell
+      spec.before_step = [&, run_seed](Net& net, const xg::data::Batch& batch, std::size_t step) {
         if (std::find(at.begin(), at.end(), step) == at.end()) return;
         const auto layers = weight_layers(net);
         if (layers.size() != L) xg::fail("ics: expected {} weight layers, found {}", L, layers.size());
         const probes::Ics r = probes::probe_ics(network_loss(net, batch), layers, cfg.lr);
         for (std::size_t l = 0; l < L; ++l) {
-          dist[arm][l].back().push_back(r.distance[l]);
-          cosine[arm][l].back().push_back(r.cosine[l]);
-          rel[arm][l].back().push_back(r.grad_norm[l] > 0 ? r.distance[l] / r.grad_norm[l] : std::nan(""));
+          probed[series_name("distance", l)].push_back(r.distance[l]);
+          probed[series_name("cosine", l)].push_back(r.cosine[l]);
+          probed[series_name("relative", l)].push_back(r.grad_norm[l] > 0 ? r.distance[l] / r.grad_norm[l]
+                                                                          : std::nan(""));
           const auto st = static_cast<std::int64_t>(step);
           lab.metric(ex, "mlp", "sgd", arm, cfg.lr, run_seed, st, fmt::format("ics_l2_layer{}", l + 1), r.distance[l]);
           lab.metric(ex, "mlp", "sgd", arm, cfg.lr, run_seed, st, fmt::format("ics_cos_layer{}", l + 1), r.cosine[l]);
         }
       };
-      train_run(lab, spec, progress);
+      RunResult r = runner.run(spec, [&] {
+        RunResult res = train_run(lab, spec, progress);
+        res.series = std::move(probed);
+        return res;
+      });
+      cells.push_back({arm, std::move(r)});
     }
-  }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // arm -> layer -> [seed][probe], the seeds in the loop's order
+  std::map<std::string, std::vector<std::vector<std::vector<double>>>> dist, cosine, rel;
+  for (const auto& arm : arms) {
+    dist[arm].assign(L, {});
+    cosine[arm].assign(L, {});
+    rel[arm].assign(L, {});
+  }
+  for (auto& c : cells)
+    for (std::size_t l = 0; l < L; ++l) {
+      dist[c.arm][l].push_back(c.result.series[series_name("distance", l)]);
+      cosine[c.arm][l].push_back(c.result.series[series_name("cosine", l)]);
+      rel[c.arm][l].push_back(c.result.series[series_name("relative", l)]);
+    }
 
   // Verdicts over (probe step, layer ≥ 2) points: the raw ℓ2 distance of Definition 2.1, the distance relative
   // to ‖G‖ (the arms' gradients differ in scale), and 1 − cos.
