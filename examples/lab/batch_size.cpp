@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "bn_limits.h"
+#include "cells.h"
 #include "training.h"
 
 namespace lab {
@@ -80,34 +81,56 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
   }
   Progress progress(ex, total_steps);
   progress.set_total_cost(total_cost);
-  // err[arm][batch][seed]
-  std::vector<std::vector<std::vector<double>>> err(cfg.arms.size(),
-                                                    std::vector<std::vector<double>>(cfg.batches.size()));
-  std::size_t diverged = 0;
+  // ---- run every cell: batch x seed x arm (spread over the MPI ranks, recorded for restarts: cells.h) ---------
+  struct Cell {
+    std::size_t arm, batch;  // indices into cfg.arms, cfg.batches
+    RunResult result;        // series "test_err": the run's test error
+  };
+  std::vector<Cell> cells;
+  CellRunner runner(lab, ex);
   for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
     const std::size_t B = cfg.batches[bi];
     const double lr = cfg.base_lr * static_cast<double>(B) / static_cast<double>(cfg.base_batch);
+    const std::size_t steps = cfg.epochs * (train.size() / B);
     progress.set_unit_cost(1.0 + static_cast<double>(B) / 16.0);
     for (std::size_t s = 0; s < cfg.seeds; ++s)
       for (std::size_t a = 0; a < cfg.arms.size(); ++a) {
-        LimitsNetSpec spec;
-        spec.norm = cfg.arms[a];
-        spec.total_steps = cfg.epochs * (train.size() / B);
-        const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
-        Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
-        const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
-                                           fmt::format("{} B={} seed {}", cfg.arms[a], B, s));
-        lab.add_timing(ex, run.seconds, run.steps);
-        const double e = run.diverged ? chance_err : 1.0 - evaluate(*net.model, eval_set).accuracy;
-        diverged += run.diverged;
-        err[a][bi].push_back(e);
-        lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
-                   static_cast<std::int64_t>(run.steps), "test_err", e);
-        if (run.diverged) lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
-                                     static_cast<std::int64_t>(run.steps), "diverged", 1.0);
+        const std::string what = fmt::format("arm={} batch={} seed_index={}", cfg.arms[a], B, s);
+        RunResult r = runner.run(what, steps, [&] {
+          LimitsNetSpec spec;
+          spec.norm = cfg.arms[a];
+          spec.total_steps = steps;
+          const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
+          Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
+          const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
+                                             fmt::format("{} B={} seed {}", cfg.arms[a], B, s));
+          lab.add_timing(ex, run.seconds, run.steps);
+          const double e = run.diverged ? chance_err : 1.0 - evaluate(*net.model, eval_set).accuracy;
+          lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
+                     static_cast<std::int64_t>(run.steps), "test_err", e);
+          if (run.diverged) lab.metric(ex, "mlp", "sgd-momentum", cfg.arms[a], lr, static_cast<std::int64_t>(seed),
+                                       static_cast<std::int64_t>(run.steps), "diverged", 1.0);
+          RunResult out;  // what the analysis needs, carried to rank 0 with the cell
+          out.seconds = run.seconds;  // with diverged_at: the timing of a cell run elsewhere (gather)
+          out.diverged = run.diverged;
+          out.diverged_at = run.diverged ? run.steps : 0;
+          out.series["test_err"] = {e};
+          return out;
+        });
+        cells.push_back({a, bi, std::move(r)});
       }
   }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // err[arm][batch][seed], in the loop's (seed) order
+  std::vector<std::vector<std::vector<double>>> err(cfg.arms.size(),
+                                                    std::vector<std::vector<double>>(cfg.batches.size()));
+  std::size_t diverged = 0;
+  for (const Cell& c : cells) {
+    err[c.arm][c.batch].push_back(c.result.series.at("test_err").at(0));
+    diverged += c.result.diverged;
+  }
 
   // ---- verdicts from the data ---------------------------------------------------------------------------------
   auto arm_index = [&](const std::string& k) -> std::ptrdiff_t {

@@ -14,6 +14,7 @@
 #include <xgrad/kernels/batchnorm.h>
 
 #include "bn_limits.h"
+#include "cells.h"
 #include "training.h"
 
 namespace lab {
@@ -102,67 +103,87 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
   }
   Progress progress(ex, total);
   progress.set_total_cost(cost);
-  std::vector<std::vector<std::vector<double>>> acc(M, std::vector<std::vector<double>>(cfg.batches.size()));
+  // ---- run every cell: batch x seed (spread over the MPI ranks, recorded for restarts: cells.h) -----------------
+  struct Cell {
+    std::size_t batch;  // index into cfg.batches
+    RunResult result;   // series "test_acc": the test accuracy of each method (keys), NaN if the run diverged
+  };
+  std::vector<Cell> cells;
+  CellRunner runner(lab, ex);
   for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
     const std::size_t B = cfg.batches[bi];
     const double lr = cfg.base_lr * static_cast<double>(B) / static_cast<double>(cfg.base_batch);
     progress.set_unit_cost(1.0 + static_cast<double>(B) / 16.0);
     for (std::size_t s = 0; s < cfg.seeds; ++s) {
-      const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
-      LimitsNetSpec spec;
-      spec.norm = "bn";
-      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
-      // the shadows: per BN layer, per momentum, fed by a hook on the layer's training forwards
-      std::vector<std::vector<Shadow>> shadows(net.batchnorms.size());
-      std::vector<xg::nn::HookHandle> hooks;
-      for (std::size_t l = 0; l < net.batchnorms.size(); ++l) {
-        const std::size_t C = net.batchnorms[l]->options().num_features();
-        for (double m : cfg.momenta) shadows[l].push_back({m, std::vector<double>(C, 0.0), std::vector<double>(C, 1.0)});
-        hooks.push_back(net.batchnorms[l]->register_forward_hook(
-            [&shadows, l, C](xg::nn::Module& mod, const xg::Tensor& input, const xg::Tensor&) {
-              if (!mod.is_training() || xg::nn::NoStatsUpdateGuard::active()) return;
-              const xg::Tensor x = input.detach().to(xg::kFloat64);
-              std::vector<xg::kernels::BnMoments> mo(C);
-              xg::kernels::batch_norm_local_moments<double>(x.data_ptr<double>(), {x.shape()[0], C, 1}, mo.data());
-              for (Shadow& sh : shadows[l])
-                for (std::size_t c = 0; c < C; ++c) {
-                  sh.mean[c] = (1 - sh.momentum) * sh.mean[c] + sh.momentum * mo[c].mean;
-                  sh.var[c] = (1 - sh.momentum) * sh.var[c] + sh.momentum * mo[c].m2 / (mo[c].count - 1);
-                }
-            }));
-      }
-      const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
-                                         fmt::format("B={} seed {}", B, s));
-      for (auto& h : hooks) h.remove();
-      lab.add_timing(ex, run.seconds, run.steps);
-      std::vector<double> a(M, std::nan(""));
-      if (!run.diverged) {
-        for (std::size_t k = 0; k < nm; ++k) {
-          {
-            xg::NoGradGuard ng;
-            for (std::size_t l = 0; l < net.batchnorms.size(); ++l) {
-              const std::size_t C = shadows[l][k].mean.size();
-              net.batchnorms[l]->running_mean.copy_(xg::from_vector(shadows[l][k].mean, {C}));
-              net.batchnorms[l]->running_var.copy_(xg::from_vector(shadows[l][k].var, {C}));
-            }
-          }
-          a[k] = evaluate(*net.model, eval_set).accuracy;
+      const std::string what = fmt::format("batch={} seed_index={}", B, s);
+      RunResult r = runner.run(what, cfg.epochs * (train.size() / B), [&] {
+        const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
+        LimitsNetSpec spec;
+        spec.norm = "bn";
+        Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), nullptr);
+        // the shadows: per BN layer, per momentum, fed by a hook on the layer's training forwards
+        std::vector<std::vector<Shadow>> shadows(net.batchnorms.size());
+        std::vector<xg::nn::HookHandle> hooks;
+        for (std::size_t l = 0; l < net.batchnorms.size(); ++l) {
+          const std::size_t C = net.batchnorms[l]->options().num_features();
+          for (double m : cfg.momenta) shadows[l].push_back({m, std::vector<double>(C, 0.0), std::vector<double>(C, 1.0)});
+          hooks.push_back(net.batchnorms[l]->register_forward_hook(
+              [&shadows, l, C](xg::nn::Module& mod, const xg::Tensor& input, const xg::Tensor&) {
+                if (!mod.is_training() || xg::nn::NoStatsUpdateGuard::active()) return;
+                const xg::Tensor x = input.detach().to(xg::kFloat64);
+                std::vector<xg::kernels::BnMoments> mo(C);
+                xg::kernels::batch_norm_local_moments<double>(x.data_ptr<double>(), {x.shape()[0], C, 1}, mo.data());
+                for (Shadow& sh : shadows[l])
+                  for (std::size_t c = 0; c < C; ++c) {
+                    sh.mean[c] = (1 - sh.momentum) * sh.mean[c] + sh.momentum * mo[c].mean;
+                    sh.var[c] = (1 - sh.momentum) * sh.var[c] + sh.momentum * mo[c].m2 / (mo[c].count - 1);
+                  }
+              }));
         }
-        a[nm] = batch_stats_accuracy(net, eval_set, B, seed_for(seed, "test-batches"));
-        xg::data::DataLoader pass(train, xg::data::DataLoaderOptions(B).drop_last(true).seed(seed_for(seed, "pass")));
-        xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Cumulative);
-        a[nm + 1] = evaluate(*net.model, eval_set).accuracy;
-        xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Population);
-        a[nm + 2] = evaluate(*net.model, eval_set).accuracy;
-      }
-      for (std::size_t k = 0; k < M; ++k) {
-        acc[k][bi].push_back(a[k]);
-        lab.metric(ex, "mlp", "sgd-momentum", keys[k], lr, static_cast<std::int64_t>(seed),
-                   static_cast<std::int64_t>(run.steps), "test_acc", a[k]);
-      }
+        const LimitsRun run = train_limits(net, train, B, cfg.epochs, lr, seed_for(seed, "shuffle"), progress,
+                                           fmt::format("B={} seed {}", B, s));
+        for (auto& h : hooks) h.remove();
+        lab.add_timing(ex, run.seconds, run.steps);
+        std::vector<double> a(M, std::nan(""));
+        if (!run.diverged) {
+          for (std::size_t k = 0; k < nm; ++k) {
+            {
+              xg::NoGradGuard ng;
+              for (std::size_t l = 0; l < net.batchnorms.size(); ++l) {
+                const std::size_t C = shadows[l][k].mean.size();
+                net.batchnorms[l]->running_mean.copy_(xg::from_vector(shadows[l][k].mean, {C}));
+                net.batchnorms[l]->running_var.copy_(xg::from_vector(shadows[l][k].var, {C}));
+              }
+            }
+            a[k] = evaluate(*net.model, eval_set).accuracy;
+          }
+          a[nm] = batch_stats_accuracy(net, eval_set, B, seed_for(seed, "test-batches"));
+          xg::data::DataLoader pass(train, xg::data::DataLoaderOptions(B).drop_last(true).seed(seed_for(seed, "pass")));
+          xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Cumulative);
+          a[nm + 1] = evaluate(*net.model, eval_set).accuracy;
+          xg::nn::update_bn(pass, *net.model, xg::nn::BnStatistics::Population);
+          a[nm + 2] = evaluate(*net.model, eval_set).accuracy;
+        }
+        for (std::size_t k = 0; k < M; ++k)
+          lab.metric(ex, "mlp", "sgd-momentum", keys[k], lr, static_cast<std::int64_t>(seed),
+                     static_cast<std::int64_t>(run.steps), "test_acc", a[k]);
+        RunResult out;  // what the analysis needs, carried to rank 0 with the cell
+        out.seconds = run.seconds;  // with diverged_at: the timing of a cell run elsewhere (gather)
+        out.diverged = run.diverged;
+        out.diverged_at = run.diverged ? run.steps : 0;
+        out.series["test_acc"] = a;
+        return out;
+      });
+      cells.push_back({bi, std::move(r)});
     }
   }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // acc[method][batch][seed], in the loop's (seed) order
+  std::vector<std::vector<std::vector<double>>> acc(M, std::vector<std::vector<double>>(cfg.batches.size()));
+  for (const Cell& c : cells)
+    for (std::size_t k = 0; k < M; ++k) acc[k][c.batch].push_back(c.result.series.at("test_acc").at(k));
 
   // ---- verdicts ---------------------------------------------------------------------------------------------------
   const std::size_t small = std::min_element(cfg.batches.begin(), cfg.batches.end()) - cfg.batches.begin();

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "bn_limits.h"
+#include "cells.h"
 #include "training.h"
 
 namespace lab {
@@ -56,33 +57,56 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
   const std::size_t steps = cfg.epochs * (train.size() / cfg.batch);
 
   Progress progress(ex, steps * arms.size() * cfg.seeds);
-  // per arm: train accuracy, test accuracy, gap — one value per seed
-  std::vector<std::vector<double>> tr(arms.size()), te(arms.size()), gap(arms.size());
+  // ---- run every cell: seed x arm (spread over the MPI ranks, recorded for restarts: cells.h) --------------------
+  struct Cell {
+    std::size_t arm;   // index into arms
+    RunResult result;  // series "train_acc", "test_acc": the accuracies in eval mode (NaN if the run diverged)
+  };
+  std::vector<Cell> cells;
+  CellRunner runner(lab, ex);
   for (std::size_t s = 0; s < cfg.seeds; ++s)
     for (std::size_t a = 0; a < arms.size(); ++a) {
-      const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
-      LimitsNetSpec spec;
-      spec.norm = arms[a].bn ? "bn" : "none";
-      spec.hidden = cfg.hidden;
-      spec.dropout = arms[a].dropout ? cfg.dropout : 0.0;
-      xg::Generator dropout_gen(seed_for(seed, "dropout"));
-      Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), &dropout_gen);
-      const LimitsRun run = train_limits(net, train, cfg.batch, cfg.epochs, cfg.lr, seed_for(seed, "shuffle"),
-                                         progress, fmt::format("{} seed {}", arms[a].key, s));
-      lab.add_timing(ex, run.seconds, run.steps);
-      const double a_tr = run.diverged ? std::nan("") : evaluate(*net.model, train).accuracy;
-      const double a_te = run.diverged ? std::nan("") : evaluate(*net.model, eval_set).accuracy;
-      tr[a].push_back(a_tr);
-      te[a].push_back(a_te);
-      gap[a].push_back(a_tr - a_te);
-      if (run.diverged)
-        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
-                   static_cast<std::int64_t>(run.steps), "diverged", static_cast<double>(run.steps));
-      for (const auto& [name, v] : {std::pair{"train_acc", a_tr}, std::pair{"test_acc", a_te}, std::pair{"gap", a_tr - a_te}})
-        lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
-                   static_cast<std::int64_t>(run.steps), name, v);
+      const std::string what = fmt::format("arm={} seed_index={}", arms[a].key, s);
+      RunResult r = runner.run(what, steps, [&] {
+        const std::uint64_t seed = lab.run_seed(s);  // --seed + seed index: the metrics.csv seed
+        LimitsNetSpec spec;
+        spec.norm = arms[a].bn ? "bn" : "none";
+        spec.hidden = cfg.hidden;
+        spec.dropout = arms[a].dropout ? cfg.dropout : 0.0;
+        xg::Generator dropout_gen(seed_for(seed, "dropout"));
+        Net net = make_limits_net(spec, in, classes, seed_for(seed, "init"), &dropout_gen);
+        const LimitsRun run = train_limits(net, train, cfg.batch, cfg.epochs, cfg.lr, seed_for(seed, "shuffle"),
+                                           progress, fmt::format("{} seed {}", arms[a].key, s));
+        lab.add_timing(ex, run.seconds, run.steps);
+        const double a_tr = run.diverged ? std::nan("") : evaluate(*net.model, train).accuracy;
+        const double a_te = run.diverged ? std::nan("") : evaluate(*net.model, eval_set).accuracy;
+        if (run.diverged)
+          lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
+                     static_cast<std::int64_t>(run.steps), "diverged", static_cast<double>(run.steps));
+        for (const auto& [name, v] : {std::pair{"train_acc", a_tr}, std::pair{"test_acc", a_te}, std::pair{"gap", a_tr - a_te}})
+          lab.metric(ex, "mlp", "sgd-momentum", arms[a].key, cfg.lr, static_cast<std::int64_t>(seed),
+                     static_cast<std::int64_t>(run.steps), name, v);
+        RunResult out;  // what the analysis needs, carried to rank 0 with the cell
+        out.seconds = run.seconds;  // with diverged_at: the timing of a cell run elsewhere (gather)
+        out.diverged = run.diverged;
+        out.diverged_at = run.diverged ? run.steps : 0;
+        out.series["train_acc"] = {a_tr};
+        out.series["test_acc"] = {a_te};
+        return out;
+      });
+      cells.push_back({a, std::move(r)});
     }
   progress.finish();
+  if (!runner.gather([&](std::size_t i, RunResult r) { cells[i].result = std::move(r); })) return;  // not rank 0
+
+  // per arm: train accuracy, test accuracy, gap — one value per seed, in the loop's order
+  std::vector<std::vector<double>> tr(arms.size()), te(arms.size()), gap(arms.size());
+  for (const Cell& c : cells) {
+    const double a_tr = c.result.series.at("train_acc").at(0), a_te = c.result.series.at("test_acc").at(0);
+    tr[c.arm].push_back(a_tr);
+    te[c.arm].push_back(a_te);
+    gap[c.arm].push_back(a_tr - a_te);
+  }
 
   // ---- verdicts ------------------------------------------------------------------------------------------------
   const Spread g_none = spread(gap[0]), g_do = spread(gap[1]), g_bn = spread(gap[2]), g_bnd = spread(gap[3]);
