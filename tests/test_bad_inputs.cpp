@@ -194,6 +194,12 @@ const std::map<std::string, std::function<void()>>& rows() {
          xg::fail("{}", lab_error("lr-sweep --tiny --data '" + (kDir / "no-data").string() + "' --out '" +
                                   (kDir / "o").string() + "'"));
        }},
+      {"lab-lr-nan", [] {
+         xg::fail("{}", lab_error("landscape --tiny --mlp-lr nan --out '" + (kDir / "o").string() + "'"));
+       }},
+      {"lab-batch-larger", [] {
+         xg::fail("{}", lab_error("regularisation --tiny --batch 500 --out '" + (kDir / "o").string() + "'"));
+       }},
       {"lab-resume-nothing", [] {
          fs::create_directories(kDir / "finished");
          xg::fail("{}", lab_error("lr-sweep --resume '" + (kDir / "finished").string() + "'"));

@@ -495,11 +495,37 @@ TEST_CASE("seed-robust verdicts on synthetic metrics") {
   CHECK(b.max[1] == 4.0);
 }
 #endif
+#ifdef XGRAD_LAB_BUILT
+#include "bn_limits.h"
+#include "validate.h"
+#include "why_bn_cli.h"
+#endif
 TEST_CASE("xgrad-lab: options are validated before any training (--lr, --batch, --steps)") {
   if (!lab_available()) return;
   const auto dir = temp_dir("validate");
   const std::string out = " --out '" + (dir / "o").string() + "'";
   std::string log;
+#ifdef XGRAD_LAB_BUILT
+  // Every mode's own configurations pass (what `all` and each subcommand run without options); --full is too
+  // long to run, so its defaults are checked here only.
+  for (const char* mode : {"default", "quick", "tiny", "full"}) {
+    CAPTURE(mode);
+    lab::LabOptions o;
+    o.mode = mode;
+    o.out = (dir / "modes").string();
+    const lab::Lab l(o);
+    CHECK_NOTHROW(lab::validate(lab::lr_sweep_config(l)));
+    CHECK_NOTHROW(lab::validate(lab::convergence_config(l)));
+    CHECK_NOTHROW(lab::validate(lab::noisy_bn_config(l)));
+    CHECK_NOTHROW(lab::WhyBnCli::validate_all(l));
+    CHECK_NOTHROW(lab::validate(lab::batch_size_config(l)));
+    CHECK_NOTHROW(lab::validate(lab::inference_config(l)));
+    CHECK_NOTHROW(lab::validate(lab::regularisation_config(l)));
+#if XGRAD_LAB_DIST
+    CHECK_NOTHROW(lab::validate(lab::ddp_config(l)));
+#endif
+  }
+#endif
   const struct {
     const char* args;
     const char* message;
@@ -511,7 +537,56 @@ TEST_CASE("xgrad-lab: options are validated before any training (--lr, --batch, 
       {"noisy-bn --tiny --steps 0", "xgrad-lab: error: noisy-bn: --steps must be >= 1, got 0"},
       {"lr-sweep --tiny --lrs 0.1,-3", "xgrad-lab: error: lr-sweep: every --lrs value must be a finite number > 0, got -3"},
       {"lr-sweep --tiny --batch 0", "xgrad-lab: error: lr-sweep: --batch must be >= 2, got 0"},
+      // landscape, ics, dln, lp-norm (why_bn_cli.cpp)
+      {"landscape --tiny --mlp-lr -1", "xgrad-lab: error: landscape: --mlp-lr must be a finite number > 0, got -1"},
+      {"landscape --tiny --cnn-lr inf", "xgrad-lab: error: landscape: --cnn-lr must be a finite number > 0, got inf"},
+      {"landscape --tiny --step-multiples 0.5,nan",
+       "xgrad-lab: error: landscape: every --step-multiples value must be a finite number > 0, got nan"},
+      {"landscape --tiny --batch 1", "xgrad-lab: error: landscape: --batch must be >= 2, got 1"},
+      {"landscape --tiny --mlp-steps 0", "xgrad-lab: error: landscape: --mlp-steps must be >= 1, got 0"},
+      {"landscape --tiny --probes 5",  // --tiny: 2 CNN steps
+       "xgrad-lab: error: landscape: --probes must be <= --cnn-steps (2; at most one probe point per training step), "
+       "got 5"},
+      {"ics --tiny --lr -0.1", "xgrad-lab: error: ics: --lr must be a finite number > 0, got -0.1"},
+      {"ics --tiny --steps 0", "xgrad-lab: error: ics: --steps must be >= 1, got 0"},
+      {"ics --tiny --batch 5000",
+       "xgrad-lab: error: ics: --batch 5000 is larger than the 2000 training samples this mode uses"},
+      {"dln --tiny --lr nan", "xgrad-lab: error: dln: --lr must be a finite number > 0, got nan"},
+      {"dln --tiny --layers 1", "xgrad-lab: error: dln: --layers must be in [2, 1000], got 1"},
+      {"dln --tiny --samples 1", "xgrad-lab: error: dln: --samples must be in [2, 1000000], got 1"},
+      {"dln --tiny --probes 0", "xgrad-lab: error: dln: --probes must be >= 1, got 0"},
+      {"lp-norm --tiny --lrs 1,inf",
+       "xgrad-lab: error: lp-norm: every --lrs value must be a finite number > 0, got inf"},
+      {"lp-norm --tiny --steps 0", "xgrad-lab: error: lp-norm: --steps must be >= 1, got 0"},
+      {"lp-norm --tiny --batch 1", "xgrad-lab: error: lp-norm: --batch must be >= 2, got 1"},
+      // batch-size, inference, regularisation (bn_limits.cpp)
+      {"batch-size --tiny --lr -0.05", "xgrad-lab: error: batch-size: --lr must be a finite number > 0, got -0.05"},
+      {"batch-size --tiny --batches 2,1", "xgrad-lab: error: batch-size: every --batches value must be >= 2, got 1"},
+      {"batch-size --tiny --batches 256",  // --tiny: 128 training samples
+       "xgrad-lab: error: batch-size: every --batches value must be <= the 128 training samples (--train-samples), "
+       "got 256"},
+      {"batch-size --tiny --epochs 0", "xgrad-lab: error: batch-size: --epochs must be >= 1, got 0"},
+      {"inference --tiny --lr inf", "xgrad-lab: error: inference: --lr must be a finite number > 0, got inf"},
+      {"inference --tiny --momenta 0.1,0",
+       "xgrad-lab: error: inference: every --momenta value must be in (0, 1], got 0"},
+      {"inference --tiny --batches 1", "xgrad-lab: error: inference: every --batches value must be >= 2, got 1"},
+      {"inference --tiny --train-samples 1000 --batches 500",  // --tiny: 200 test samples
+       "xgrad-lab: error: inference: every --batches value must be <= the 200 test samples it evaluates batch by "
+       "batch, got 500"},
+      {"regularisation --tiny --lr nan", "xgrad-lab: error: regularisation: --lr must be a finite number > 0, got nan"},
+      {"regularisation --tiny --batch 500",  // --tiny: 200 training samples
+       "xgrad-lab: error: regularisation: --batch 500 is larger than the 200 training samples (--train-samples)"},
+      {"regularisation --tiny --dropout 1", "xgrad-lab: error: regularisation: --dropout must be in (0, 1), got 1"},
+      {"regularisation --tiny --epochs 0", "xgrad-lab: error: regularisation: --epochs must be >= 1, got 0"},
+#if XGRAD_LAB_DIST
+      // ddp: checked before its "needs at least 2 MPI ranks" (so without mpirun here)
+      {"ddp --tiny --lr -1", "xgrad-lab: error: ddp: --lr must be a finite number > 0, got -1"},
+      {"ddp --tiny --steps 0", "xgrad-lab: error: ddp: --steps must be >= 1, got 0"},
+      {"ddp --tiny --batch 3",
+       "xgrad-lab: error: ddp: --batch must be >= 4 (at least 2 samples on each of at least 2 ranks), got 3"},
+#endif
       {"all --tiny --lr 0.1", ""},  // (all has no --lr: a CLI error, also before training)
+      {"all --tiny --probes 0", ""},  // nor the other experiments' options (their mode defaults are checked above)
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);

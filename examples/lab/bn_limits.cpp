@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "validate.h"
+
 namespace lab {
 
 namespace nn = xg::nn;
@@ -126,6 +128,35 @@ struct LimitsCommands {
   Opt<std::vector<double>> inf_momenta;
   Opt<std::size_t> bs_epochs, bs_train, inf_epochs, inf_train, reg_train, reg_epochs, reg_batch;
   Opt<double> bs_lr, inf_lr, reg_lr, reg_dropout;
+
+  // The mode's configuration with the options given on the command line.
+  BatchSizeConfig bs_cfg(const Lab& lab) const {
+    auto cfg = batch_size_config(lab);
+    bs_batches.apply(cfg.batches);
+    bs_arms.apply(cfg.arms);
+    bs_epochs.apply(cfg.epochs);
+    bs_train.apply(cfg.train_samples);
+    bs_lr.apply(cfg.base_lr);
+    return cfg;
+  }
+  InferenceConfig inf_cfg(const Lab& lab) const {
+    auto cfg = inference_config(lab);
+    inf_batches.apply(cfg.batches);
+    inf_momenta.apply(cfg.momenta);
+    inf_epochs.apply(cfg.epochs);
+    inf_train.apply(cfg.train_samples);
+    inf_lr.apply(cfg.base_lr);
+    return cfg;
+  }
+  RegularisationConfig reg_cfg(const Lab& lab) const {
+    auto cfg = regularisation_config(lab);
+    reg_train.apply(cfg.train_samples);
+    reg_epochs.apply(cfg.epochs);
+    reg_batch.apply(cfg.batch);
+    reg_lr.apply(cfg.lr);
+    reg_dropout.apply(cfg.dropout);
+    return cfg;
+  }
 };
 
 LimitsCommands* add_limits_subcommands(CLI::App& app, const std::function<void(CLI::App*)>& add_common) {
@@ -163,34 +194,16 @@ LimitsCommands* add_limits_subcommands(CLI::App& app, const std::function<void(C
   return &c;
 }
 
+void validate_limits(const Lab& lab, const LimitsCommands* c, bool all) {
+  if (all || *c->bs) validate(c->bs_cfg(lab));
+  if (all || *c->inf) validate(c->inf_cfg(lab));
+  if (all || *c->reg) validate(c->reg_cfg(lab));
+}
+
 void run_limits(Lab& lab, LimitsCommands* c, bool all) {
-  if (all || *c->bs) {
-    auto cfg = batch_size_config(lab);
-    c->bs_batches.apply(cfg.batches);
-    c->bs_arms.apply(cfg.arms);
-    c->bs_epochs.apply(cfg.epochs);
-    c->bs_train.apply(cfg.train_samples);
-    c->bs_lr.apply(cfg.base_lr);
-    run_batch_size(lab, cfg);
-  }
-  if (all || *c->inf) {
-    auto cfg = inference_config(lab);
-    c->inf_batches.apply(cfg.batches);
-    c->inf_momenta.apply(cfg.momenta);
-    c->inf_epochs.apply(cfg.epochs);
-    c->inf_train.apply(cfg.train_samples);
-    c->inf_lr.apply(cfg.base_lr);
-    run_inference(lab, cfg);
-  }
-  if (all || *c->reg) {
-    auto cfg = regularisation_config(lab);
-    c->reg_train.apply(cfg.train_samples);
-    c->reg_epochs.apply(cfg.epochs);
-    c->reg_batch.apply(cfg.batch);
-    c->reg_lr.apply(cfg.lr);
-    c->reg_dropout.apply(cfg.dropout);
-    run_regularisation(lab, cfg);
-  }
+  if (all || *c->bs) run_batch_size(lab, c->bs_cfg(lab));
+  if (all || *c->inf) run_inference(lab, c->inf_cfg(lab));
+  if (all || *c->reg) run_regularisation(lab, c->reg_cfg(lab));
 }
 
 }  // namespace lab

@@ -108,6 +108,9 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg);
 /// The three subcommands and their overrides; `add_common` adds the shared flags to a subcommand.
 struct LimitsCommands;
 LimitsCommands* add_limits_subcommands(CLI::App& app, const std::function<void(CLI::App*)>& add_common);
+/// Checks the configurations of the subcommands that were given (their options applied); with `all`, of all
+/// three (validate.h). main.cpp calls it before any experiment starts.
+void validate_limits(const Lab& lab, const LimitsCommands* cmds, bool all);
 /// Runs the subcommands that were given; with `all`, all three.
 void run_limits(Lab& lab, LimitsCommands* cmds, bool all);
 

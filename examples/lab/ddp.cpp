@@ -21,6 +21,7 @@
 
 #include "nets.h"
 #include "training.h"
+#include "validate.h"
 
 namespace lab {
 
@@ -330,6 +331,7 @@ std::function<void(Lab&)> add_ddp_command(CLI::App& app, CLI::App*& sub) {
     set("model", c.model, cfg->model);
     set("train", c.train_samples, cfg->train_samples);
     set("eval", c.eval_samples, cfg->eval_samples);
+    validate(c);  // before run_ddp's rank check: a bad option is reported without launching an MPI job
     run_ddp(lab, c);
   };
 }

@@ -238,6 +238,9 @@ int main(int argc, char** argv) {
     if (*sweep || *all) lab::validate(sweep_cfg());
     if (*conv || *all) lab::validate(conv_cfg());
     if (*noisy || *all) lab::validate(noisy_cfg());
+    if (*all) lab::WhyBnCli::validate_all(lab);  // all: every experiment it runs, before convergence starts
+    why_bn.validate_selected(lab);
+    lab::validate_limits(lab, limits, bool(*all));  // (ddp checks its options in ddp.cpp, before the rank check)
     if (*sweep) lab::run_lr_sweep(lab, sweep_cfg());
     if (*conv) lab::run_convergence(lab, conv_cfg());
     if (*noisy) lab::run_noisy_bn(lab, noisy_cfg());
