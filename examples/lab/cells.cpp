@@ -35,8 +35,8 @@ int job_size() { return xg::dist::world_size(); }
 int fail_job(const std::string& message) {
   if (job_size() > 1)
     xg::dist::abort(fmt::format("xgrad-lab: error on rank {} of {}: {}\nxgrad-lab: ending all {} ranks; no report "
-                                "was written. The finished cells are kept in <out>/cells/: run the same command "
-                                "again to resume.",
+                                "was written. The experiments' finished runs are kept in <out>/cells/: run the same "
+                                "command again to resume (the ddp experiment keeps none).",
                                 job_rank(), job_size(), message, job_size()));
   fmt::print(stderr, "xgrad-lab: error: {}\n", message);
   return 1;
