@@ -36,10 +36,13 @@ void install_stop_handlers() {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   // The signals are taken by one watcher thread (sigwait), never by this thread or the threads it creates from
-  // now on (xgrad's pool, which also runs oneDNN's JIT GEMM pieces): a handler run asynchronously on a thread in
-  // the middle of a kernel was seen to corrupt the heap now and then (a rare crash after SIGINT, never under
-  // ASan). Threads that already exist (OpenBLAS's, created when the library loads) keep the handler above.
-  // Called first thing in main, before any thread of ours exists.
+  // now on (xgrad's pool, which runs oneDNN's JIT sgemm pieces). Root cause (docs/checkpoints.md, "Why a watcher
+  // thread"): oneDNN's AVX-512 sgemm kernel moves its stack pointer into a heap-allocated workspace while it
+  // runs, so a handler taken on such a thread has its signal frame (~3 KB with the AVX-512 state) written below
+  // that pointer, into the heap chunk in front of the workspace: "corrupted size vs. prev_size" a few steps
+  // later, in ~1 of 12 interrupted runs. Threads that already exist (OpenBLAS's, created when the library
+  // loads) keep the handler above; they never run oneDNN's kernels. Called first thing in main, before any
+  // thread of ours exists.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -54,6 +57,7 @@ void install_stop_handlers() {
 }
 
 int stop_signal() { return g_stop; }
+void reset_stop_signal() { g_stop = 0; }
 
 std::vector<std::string> resume_arguments(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);

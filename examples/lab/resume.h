@@ -33,10 +33,14 @@ class Interrupted : public std::runtime_error {
   int signal_;
 };
 
-/// Installs the SIGINT/SIGTERM handlers: they only set a flag, which train_run checks after every step.
+/// Takes SIGINT/SIGTERM: blocks them in the calling thread (and so in every thread it creates later) and starts
+/// a watcher thread that waits for them (sigwait) and sets a flag, which train_run checks after every step. No
+/// handler ever runs on a thread that computes (see resume.cpp for why). Call it first in main.
 void install_stop_handlers();
 /// The signal that asked to stop (0: none).
 int stop_signal();
+/// Forgets a stop request (a program that handled it and goes on; tests).
+void reset_stop_signal();
 
 /// The command line to parse. Without --resume: argv itself. With `--resume DIR`: the flags the interrupted run
 /// was started with (DIR/checkpoints/args.txt), its subcommand checked against this one, --out set to DIR and
