@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <xgrad/xgrad.h>
 
+#include "cells.h"  // job_rank(), job_size()
+
 namespace lab {
 
 namespace {
@@ -128,6 +130,17 @@ int report_interrupted(const Interrupted& e, const Lab& lab) {
   const auto sp = sub.find(' ', std::string("xgrad-lab ").size());
   sub = sub.substr(std::string("xgrad-lab ").size(), sp == std::string::npos ? std::string::npos
                                                                                : sp - std::string("xgrad-lab ").size());
+  if (job_size() > 1) {  // under mpirun: no checkpoints; the finished runs are the recorded cells (cells.h)
+    if (job_rank() == 0)
+      fmt::print(stderr,
+                 "\nxgrad-lab: stopped by {} (rank 0 of {}): {}.\nxgrad-lab: no report was written; the finished "
+                 "runs are recorded in {}; continue by running the same mpirun command again (any number of "
+                 "ranks): the recorded runs are skipped\n",
+                 name, job_size(), e.what(), (lab.out() / "cells").string());
+    else
+      fmt::print(stderr, "xgrad-lab: rank {} of {} stopped by {}: {}\n", job_rank(), job_size(), name, e.what());
+    return 128 + e.signal();
+  }
   fmt::print(stderr,
              "\nxgrad-lab: stopped by {}: {}.\nxgrad-lab: the checkpoints are in {}; continue with:\n"
              "  xgrad-lab {} --resume {}\n",

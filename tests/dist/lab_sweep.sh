@@ -3,7 +3,8 @@
 #   1. 2 ranks write the same metrics.csv, byte for byte, as one process;
 #   2. a restart of a finished sweep (3 ranks) skips every cell and writes the same bytes again;
 #   3. a rank killed (SIGKILL) half-way ends the job without a report, leaving the finished cells;
-#   4. the restart finishes the rest and its metrics.csv is again the one-process one.
+#   4. the restart finishes the rest and its metrics.csv is again the one-process one;
+#   5. the same after Ctrl-C (SIGINT to mpirun, which stops the ranks): a message says how to continue.
 #   usage: lab_sweep.sh <mpirun> <xgrad-lab> <work folder>
 set -euo pipefail
 MPIRUN=$1 LAB=$2 W=$3
@@ -52,4 +53,23 @@ echo "== resume"
 mpi -np 2 "$LAB" "${sweep[@]}" "${long[@]}" --out "$W/kill" 2> "$W/resume.log"
 grep -q "recorded before and skipped" "$W/resume.log"
 cmp "$W/one-long/metrics.csv" "$W/kill/metrics.csv"
+echo "== Ctrl-C on mpirun half-way"
+( exec "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$LAB" "${sweep[@]}" "${long[@]}" --out "$W/int" ) \
+  2> "$W/int.log" &
+job=$!  # mpirun itself
+for _ in $(seq 600); do
+  n=$(ls "$W/int/cells/lr-sweep" 2> /dev/null | grep -c '\.cell$' || true)
+  [ "$n" -ge 3 ] && break
+  sleep 0.1
+done
+kill -INT "$job"
+if wait "$job"; then echo "FAIL: the job survived Ctrl-C"; exit 1; fi
+test ! -e "$W/int/report.md"
+test ! -e "$W/int/metrics.csv"
+grep -q "continue by running the same mpirun command again" "$W/int.log" \
+  || { echo "FAIL: no message saying how to continue:"; tail -5 "$W/int.log"; exit 1; }
+echo "cells finished before Ctrl-C: $(ls "$W/int/cells/lr-sweep" | grep -c '\.cell$') of $ncells"
+mpi -np 2 "$LAB" "${sweep[@]}" "${long[@]}" --out "$W/int" 2> "$W/int-resume.log"
+grep -q "recorded before and skipped" "$W/int-resume.log"
+cmp "$W/one-long/metrics.csv" "$W/int/metrics.csv"
 echo "lab_sweep.sh: all passed"
