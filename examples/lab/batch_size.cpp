@@ -87,7 +87,7 @@ void run_batch_size(Lab& lab, const BatchSizeConfig& cfg) {
     RunResult result;        // series "test_err": the run's test error
   };
   std::vector<Cell> cells;
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
     const std::size_t B = cfg.batches[bi];
     const double lr = cfg.base_lr * static_cast<double>(B) / static_cast<double>(cfg.base_batch);

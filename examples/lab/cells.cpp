@@ -235,8 +235,8 @@ void parse_cell(const std::string& text, const std::string& key, const std::stri
 }
 
 // ---- CellRunner ----------------------------------------------------------------------------------------------
-CellRunner::CellRunner(Lab& lab, std::string experiment)
-    : lab_(lab), experiment_(std::move(experiment)), dir_(lab.out() / "cells" / experiment_) {
+CellRunner::CellRunner(Lab& lab, std::string experiment, Progress* progress)
+    : lab_(lab), experiment_(std::move(experiment)), progress_(progress), dir_(lab.out() / "cells" / experiment_) {
   std::string listing;  // the keys on disk, one a line, decided by rank 0
   // Only a job of several ranks skips recorded cells; a single process resumes with --resume instead (its
   // checkpoints replay finished runs and continue the interrupted one, in loop order: resume.h).
@@ -276,6 +276,7 @@ RunResult CellRunner::run_keyed(const std::string& key, std::size_t steps, const
   std::vector<std::vector<Table::Cell>> rows;
   if (std::find(done_.begin(), done_.end(), key) != done_.end()) {  // recorded by an earlier run: skip it
     ++skipped_;
+    if (progress_) progress_->advance(steps, "recorded cells");
     if (is_report_rank()) {
       entries_.back().text = read_text(file);
       parse_cell(entries_.back().text, key, file.string(), r, rows);
@@ -283,7 +284,10 @@ RunResult CellRunner::run_keyed(const std::string& key, std::size_t steps, const
     return r;
   }
   const int owner = static_cast<int>(todo_++ % static_cast<std::size_t>(job_size()));
-  if (owner != job_rank()) return r;  // another rank's
+  if (owner != job_rank()) {  // another rank's: it trains meanwhile
+    if (progress_) progress_->advance(steps);
+    return r;
+  }
   Table& metrics = lab_.metrics_table();
   const std::size_t mark = metrics.size();
   r = fn();

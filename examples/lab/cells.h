@@ -50,7 +50,9 @@ class CellRunner {
  public:
   /// Lists the cells already recorded in <out>/cells/<experiment>/ (on rank 0, shared with the other ranks) —
   /// under mpirun only: a single process resumes with --resume (resume.h), never by skipping recorded cells.
-  CellRunner(Lab& lab, std::string experiment);
+  /// `progress` (optional): advanced by the steps of the cells this rank does not run (another rank's, or
+  /// recorded ones), so that rank 0's bar — the one drawn under mpirun — shows the whole job.
+  CellRunner(Lab& lab, std::string experiment, Progress* progress = nullptr);
 
   /// The next cell of the loop: its result if this rank runs it (fn) or it is recorded on disk (on rank 0),
   /// else an empty RunResult that gather() fills in. Records what fn returns and the metrics rows it wrote.
@@ -77,6 +79,7 @@ class CellRunner {
   };
   Lab& lab_;
   std::string experiment_;
+  Progress* progress_ = nullptr;
   fs::path dir_;
   std::vector<std::string> done_;  // keys recorded on disk when the sweep started
   std::vector<Entry> entries_;

@@ -69,7 +69,7 @@ void run_convergence(Lab& lab, const ConvergenceConfig& cfg) {
                format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 2000.0));
   Progress progress("convergence", cfg.steps * arms.size() * cfg.seeds);
   std::vector<std::vector<RunResult>> results(arms.size());  // arm -> seed
-  CellRunner runner(lab, ex);                                // every (arm, seed) run is a cell (cells.h)
+  CellRunner runner(lab, ex, &progress);                                // every (arm, seed) run is a cell (cells.h)
   for (std::size_t k = 0; k < arms.size(); ++k) {
     const std::string& arm = arms[k];
     for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {

@@ -168,7 +168,7 @@ void run_dln(Lab& lab, const DlnConfig& cfg) {
   Progress progress("dln", cfg.steps * arms.size() * cfg.seeds);
   // Every run (arm x seed) is a cell, spread over the MPI ranks and recorded for restarts (cells.h); its trace
   // travels in the cell's RunResult.
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   std::vector<std::string> cell_arms;
   for (const auto& arm : arms)
     for (std::size_t s = 0; s < cfg.seeds; ++s) {

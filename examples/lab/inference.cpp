@@ -109,7 +109,7 @@ void run_inference(Lab& lab, const InferenceConfig& cfg) {
     RunResult result;   // series "test_acc": the test accuracy of each method (keys), NaN if the run diverged
   };
   std::vector<Cell> cells;
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   for (std::size_t bi = 0; bi < cfg.batches.size(); ++bi) {
     const std::size_t B = cfg.batches[bi];
     const double lr = cfg.base_lr * static_cast<double>(B) / static_cast<double>(cfg.base_batch);

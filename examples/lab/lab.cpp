@@ -241,6 +241,12 @@ std::string Json::dump(int indent) const {
 
 // --------------------------------------------------------------------------------------------------- Progress
 
+namespace {
+int g_job_rank = 0;  // Progress::set_job: only rank 0 draws
+}  // namespace
+
+void Progress::set_job(int rank) { g_job_rank = rank; }
+
 Progress::Progress(std::string label, std::size_t total, std::FILE* out)
     : label_(std::move(label)), total_(std::max<std::size_t>(total, 1)), out_(out),
       tty_(::isatty(::fileno(out)) == 1) {
@@ -250,7 +256,7 @@ Progress::Progress(std::string label, std::size_t total, std::FILE* out)
 Progress::~Progress() {
   if (finished_) return;
   if (std::uncaught_exceptions() > 0) {  // stopped by an error or a signal: end the line, do not claim "done"
-    if (tty_) std::fprintf(out_, "\n");
+    if (tty_ && g_job_rank == 0) std::fprintf(out_, "\n");
     std::fflush(out_);
     return;
   }
@@ -270,6 +276,11 @@ void Progress::set_total_cost(double total_cost) {
 }
 
 void Progress::note(std::string_view message) {
+  if (g_job_rank != 0) {  // rank 0 draws the bar: other ranks print their notes only
+    std::fprintf(out_, "[rank %d] %.*s\n", g_job_rank, static_cast<int>(message.size()), message.data());
+    std::fflush(out_);
+    return;
+  }
   if (tty_) std::fprintf(out_, "\r\033[K");
   std::fprintf(out_, "%.*s\n", static_cast<int>(message.size()), message.data());
   if (tty_) draw(true);
@@ -278,6 +289,10 @@ void Progress::note(std::string_view message) {
 
 void Progress::finish() {
   if (finished_) return;
+  if (g_job_rank != 0) {
+    finished_ = true;
+    return;
+  }
   done_ = total_;
   status_.clear();
   if (tty_ || last_done_ != done_) draw(true);
@@ -287,6 +302,7 @@ void Progress::finish() {
 }
 
 void Progress::draw(bool force) {
+  if (g_job_rank != 0) return;
   const double t = timer_.seconds();
   const double frac = done_ >= total_   ? 1.0
                       : total_cost_ > 0 ? std::min(done_cost_ / total_cost_, 1.0)

@@ -178,6 +178,10 @@ class Progress {
   /// Seconds since construction.
   double elapsed() const { return timer_.seconds(); }
 
+  /// Under mpirun only rank 0 draws its bars (a CellRunner advances them by the cells other ranks run, so they
+  /// show the whole job); other ranks print only their notes, prefixed with their rank. Set once by main.
+  static void set_job(int rank);
+
  private:
   void draw(bool force);
   std::string label_;

@@ -61,7 +61,7 @@ void run_lp_norm(Lab& lab, const LpNormConfig& cfg) {
                format_duration(static_cast<double>(total) / 900.0));
   Progress progress("lp-norm", total);
   // Every run (arm x lr x seed) is a cell, spread over the MPI ranks and recorded for restarts (cells.h).
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   struct Cell {
     std::string arm;
     std::size_t lr_index;

@@ -108,7 +108,7 @@ void run_lr_sweep(Lab& lab, const LrSweepConfig& cfg) {
 
   // ---- run every cell: model x optimizer x lr x arm x seed -------------------------------------------------
   // (spread over the MPI ranks, recorded for restarts: cells.h)
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   std::vector<Cell> cells;
   for (const auto& model : cfg.models)
     for (const auto& opt : cfg.optimizers)

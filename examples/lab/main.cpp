@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   // page-faulting them back in every step (see xgrad/memory.h: 2x on the MLP steps of a 2-vCPU VM).
   xg::keep_freed_memory();
   lab::ClusterSession cluster(argc, argv);  // MPI when started by mpirun/srun: sweeps spread over ranks (cells.h)
+  lab::Progress::set_job(lab::job_rank());  // only rank 0 draws progress bars
   CLI::App app{"xgrad-lab: what BatchNorm does to learning-rate tolerance and convergence, on Fashion-MNIST.\n"
                "Reproduces Ioffe & Szegedy 2015 (Figure 1) and Santurkar et al. 2018 (Figures 1 and 2) at a small "
                "scale. Each subcommand writes metrics.csv, summary.json, report.md and plots into --out."};

@@ -91,7 +91,7 @@ void run_noisy_bn(Lab& lab, const NoisyBnConfig& cfg) {
                format_duration(static_cast<double>(cfg.steps * arms.size() * cfg.seeds) / 400.0));
   Progress progress("noisy-bn", cfg.steps * arms.size() * cfg.seeds);
   std::vector<std::vector<RunResult>> results(arms.size());          // arm -> seed
-  CellRunner runner(lab, ex);  // every (arm, seed) run is a cell (cells.h)
+  CellRunner runner(lab, ex, &progress);  // every (arm, seed) run is a cell (cells.h)
   for (std::size_t a = 0; a < arms.size(); ++a)
     for (std::size_t seed = 0; seed < cfg.seeds; ++seed) {
       const Arm& arm = arms[a];

@@ -63,7 +63,7 @@ void run_regularisation(Lab& lab, const RegularisationConfig& cfg) {
     RunResult result;  // series "train_acc", "test_acc": the accuracies in eval mode (NaN if the run diverged)
   };
   std::vector<Cell> cells;
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   for (std::size_t s = 0; s < cfg.seeds; ++s)
     for (std::size_t a = 0; a < arms.size(); ++a) {
       const std::string what = fmt::format("arm={} seed_index={}", arms[a].key, s);

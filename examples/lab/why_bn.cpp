@@ -216,7 +216,7 @@ void run_landscape(Lab& lab, const LandscapeConfig& cfg) {
   // ---- run every cell: model x arm x seed (spread over the MPI ranks, recorded for restarts: cells.h) ------
   // A cell's probe values travel in its RunResult::series, one value per probe step under the LandscapeTrace
   // field's name.
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   struct Cell {
     std::string model, arm;
     RunResult result;
@@ -464,7 +464,7 @@ void run_ics(Lab& lab, const IcsConfig& cfg) {
   // A cell's probe values travel in its RunResult::series: "distance_layer<l>", "cosine_layer<l>" and
   // "relative_layer<l>" (‖G − G′‖/‖G‖), one value per probe step.
   auto series_name = [](const char* what, std::size_t l) { return fmt::format("{}_layer{}", what, l + 1); };
-  CellRunner runner(lab, ex);
+  CellRunner runner(lab, ex, &progress);
   struct Cell {
     std::string arm;
     RunResult result;
